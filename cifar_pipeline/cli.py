@@ -1,0 +1,38 @@
+"""What every step's command line shares: logging set-up and clean failure exits."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from cifar_pipeline.checksums import ChecksumError
+from cifar_pipeline.sources.errors import SourceError
+from cifar_pipeline.tracking import UpstreamError
+
+# Errors that are the user's input, not a bug: reported in one line, exit code 2.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ChecksumError,
+    SourceError,
+    UpstreamError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
+    )
+
+
+def run_main(step: str, main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    configure_logging()
+    try:
+        main(argv)
+    except INPUT_ERRORS as exc:
+        logging.getLogger(step).error("%s step refused its input: %s", step, exc)
+        sys.exit(2)
+    except Exception as exc:  # the traceback is already in the step's log artifact
+        logging.getLogger(step).error("%s step failed: %s: %s", step, exc.__class__.__name__, exc)
+        sys.exit(1)

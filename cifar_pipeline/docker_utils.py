@@ -1,0 +1,140 @@
+"""Docker helpers shared by the orchestrator and the steps: connect, build, run, clean up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+from docker.models.images import Image
+
+log = logging.getLogger(__name__)
+
+LABEL = "cifar-pipeline"
+
+
+class DockerUnavailable(RuntimeError):
+    """No Docker engine answers."""
+
+
+class ImageBuildError(RuntimeError):
+    """`docker build` failed; the message carries the tail of the build log."""
+
+
+class ContainerNotReady(RuntimeError):
+    """A started container did not become ready in time, or exited."""
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise DockerUnavailable(
+            f"Docker engine unreachable ({exc.__class__.__name__}: {exc}); "
+            "start the engine or point DOCKER_HOST at one"
+        ) from exc
+    return client
+
+
+def build_image(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    buildargs: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    dockerfile: str = "Dockerfile",
+    network_mode: str | None = None,
+) -> Image:
+    """Build with the classic builder, streaming the build log to the logger."""
+    lines: list[str] = []
+    image_id = None
+    stream = client.api.build(
+        path=str(context),
+        tag=tag,
+        dockerfile=dockerfile,
+        buildargs=buildargs or {},
+        labels=labels or {},
+        rm=True,
+        forcerm=True,
+        decode=True,
+        network_mode=network_mode,
+    )
+    for chunk in stream:
+        if "stream" in chunk:
+            text = chunk["stream"].rstrip()
+            if text:
+                lines.append(text)
+                log.info("  %s", text)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if "error" in chunk:
+            tail = "\n".join([*lines[-15:], chunk["error"].strip()])
+            raise ImageBuildError(f"building {tag} failed:\n{tail}")
+    if image_id is None:
+        raise ImageBuildError(f"building {tag} produced no image")
+    return client.images.get(image_id)
+
+
+def remove_container(client: docker.DockerClient, name_or_id: str) -> bool:
+    """Force-remove a container if it exists; True if one was removed."""
+    try:
+        client.containers.get(name_or_id).remove(force=True)
+    except NotFound:
+        return False
+    except APIError as exc:  # e.g. removal already in progress
+        log.warning("could not remove container %s: %s", name_or_id, exc)
+        return False
+    return True
+
+
+@contextmanager
+def serving_container(
+    client: docker.DockerClient, image: str, name: str, port: int = 8080, **kwargs: Any
+) -> Iterator[tuple[Container, str]]:
+    """Run `image` on a free loopback port; yield it and its base URL; always remove it."""
+    container = client.containers.run(
+        image,
+        name=name,
+        detach=True,
+        labels={LABEL: "serving"},
+        ports={f"{port}/tcp": ("127.0.0.1", None)},
+        **kwargs,
+    )
+    try:
+        container.reload()
+        host_port = container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"]
+        yield container, f"http://127.0.0.1:{host_port}"
+    finally:
+        container.remove(force=True)
+        log.info("removed container %s", name)
+
+
+def wait_until_ready(container: Container, url: str, timeout: float, interval: float = 0.25) -> float:
+    """Poll `url` until it answers 200; fail fast if the container exits. Returns seconds waited."""
+    started = time.monotonic()
+    deadline = started + timeout
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            raise ContainerNotReady(
+                f"container {container.name} exited ({container.attrs['State'].get('ExitCode')}) "
+                "before it was ready"
+            )
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code == 200:
+                return time.monotonic() - started
+            last_error = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last_error = exc.__class__.__name__
+        time.sleep(interval)
+    raise ContainerNotReady(f"{url} not ready after {timeout:.0f}s (last: {last_error})")

@@ -1,0 +1,54 @@
+"""How step containers are started: image, network, mounts, GPUs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+from cifar_pipeline.tracking import BUILD, SYSTEMTEST, TRAIN
+
+log = logging.getLogger(__name__)
+
+DockerArgs = dict[str, str | bool]
+STEPS_NEEDING_DOCKER = (BUILD, SYSTEMTEST)
+
+
+def docker_socket() -> str:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    parsed = urlparse(host)
+    return parsed.path if parsed.scheme == "unix" else "/var/run/docker.sock"
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    return urlparse(tracking_uri).scheme in ("", "file", "sqlite")
+
+
+def host_has_nvidia_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False)
+    return result.returncode == 0 and b"GPU" in result.stdout
+
+
+def step_docker_args(step: str, tracking_uri: str, artifact_root: Path | None, gpus: bool) -> DockerArgs:
+    """`docker run` flags for one step, as MLflow's docker_args (one value per flag name).
+
+    - network=host: the steps reach a tracking server on the host's loopback, and the
+      system test reaches the inference container's loopback-published port.
+    - With a local store, MLflow mounts the sqlite file and the run's own artifact
+      directory only; the step also reads upstream runs' artifacts through the MLflow
+      API, so the store's artifact root is mounted at the same path.
+    """
+    args: DockerArgs = {"network": "host", "label": f"cifar-pipeline.step={step}"}
+    if is_local_store(tracking_uri) and artifact_root is not None:
+        args["volume"] = f"{artifact_root}:{artifact_root}"
+    if step in STEPS_NEEDING_DOCKER:
+        socket = docker_socket()
+        args["v"] = f"{socket}:/var/run/docker.sock"
+    if step == TRAIN and gpus:
+        args["gpus"] = "all"
+    return args

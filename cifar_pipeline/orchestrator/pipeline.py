@@ -1,0 +1,273 @@
+"""The orchestrator: decide which steps run, run each as an MLflow project in its own
+container (child runs of one parent run), pass run IDs between them, summarise.
+
+Everything that can be checked before a container starts is checked first: resume run
+IDs, the Docker engine, the GPU request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_pipeline import docker_utils
+from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
+from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
+from cifar_pipeline.tracking import (
+    BUILD,
+    FETCH,
+    PIPELINE_NAME,
+    PIPELINE_TAG,
+    PRODUCES,
+    STEP_TAG,
+    STEPS,
+    SYSTEMTEST,
+    TRAIN,
+    UPSTREAM_PARAM,
+    UpstreamError,
+    require_step_run,
+)
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+STEPS_DIR = PROJECT_DIR / "steps"
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+FAILED = RunStatus.to_string(RunStatus.FAILED)
+
+# Resume parameters, most downstream first: the one given decides where to start.
+RESUME_START = (("image_run_id", SYSTEMTEST), ("model_run_id", BUILD), ("data_run_id", TRAIN))
+RESUME_INPUT_STEP = {"data_run_id": FETCH, "model_run_id": TRAIN, "image_run_id": BUILD}
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot go on; the message says which step or input and why."""
+
+
+@dataclass
+class StepResult:
+    step: str
+    run_id: str
+    status: str  # FINISHED, FAILED, ... or REUSED for a resumed-from run
+    seconds: float
+
+
+def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
+    """Steps to run, and the upstream run IDs given by the user."""
+    given = {key: str(resume.get(key) or "").strip() for key, _ in RESUME_START}
+    given = {key: value for key, value in given.items() if value}
+    if len(given) > 1:
+        raise PipelineError(
+            f"give at most one of data_run_id, model_run_id, image_run_id; got {', '.join(given)}"
+        )
+    for key, first_step in RESUME_START:
+        if key in given:
+            return list(STEPS[STEPS.index(first_step) :]), given
+    return list(STEPS), {}
+
+
+def validate_resume(given: dict[str, str], client: MlflowClient) -> None:
+    for key, run_id in given.items():
+        try:
+            require_step_run(run_id, RESUME_INPUT_STEP[key], client)
+        except UpstreamError as exc:
+            raise PipelineError(f"cannot resume: {exc}") from exc
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Make a relative sqlite/file store absolute: containers mount it by path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite" and not parsed.path.startswith("//"):
+        return f"sqlite:///{Path(parsed.path.lstrip('/')).resolve()}"
+    if parsed.scheme in ("", "file") and not parsed.netloc:
+        return Path(parsed.path).resolve().as_uri()
+    return uri
+
+
+def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None:
+    location = client.get_experiment(experiment_id).artifact_location
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return None
+    # Experiments live under one root by default (mlruns/<experiment id>).
+    return Path(parsed.path).parent
+
+
+def as_dict(node: Any) -> dict[str, Any]:
+    """A resolved config node as a plain dict."""
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(key): value for key, value in container.items()}
+
+
+def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dict[str, Any]:
+    if step == FETCH:
+        return {**as_dict(cfg.data), "seed": cfg.seed}
+    if step == TRAIN:
+        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **as_dict(cfg.train)}
+    if step == BUILD:
+        return {
+            "model_run_id": upstream["model_run_id"],
+            "image_repo": cfg.serve.image_repo,
+            "base_image": cfg.serve.base_image,
+        }
+    return {"image_run_id": upstream["image_run_id"], **as_dict(cfg.systemtest)}
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict):
+        out: dict[str, Any] = {}
+        for key, value in config.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): config}
+
+
+class Pipeline:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.client = MlflowClient()
+        self.results: list[StepResult] = []
+
+    def run(self) -> None:
+        steps, upstream = plan(self.cfg.resume)
+        validate_resume(upstream, self.client)
+        for key, run_id in upstream.items():
+            self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0))
+        wants_gpu = self._wants_gpu(steps)
+        docker = docker_utils.connect()
+        self._build_step_image(docker)
+        for step in steps:
+            param = UPSTREAM_PARAM.get(step)
+            result = self._run_step(step, step_parameters(step, self.cfg, upstream), wants_gpu)
+            self.results.append(result)
+            if result.status != FINISHED:
+                raise PipelineError(
+                    f"step {step} {result.status} (run {result.run_id}"
+                    + (f", {param}={upstream[param]}" if param else "")
+                    + "); its log is in the run's logs/ artifact"
+                )
+            if step in PRODUCES:
+                upstream[PRODUCES[step]] = result.run_id
+                mlflow.set_tag(f"pipeline.{PRODUCES[step]}", result.run_id)
+
+    def _wants_gpu(self, steps: list[str]) -> bool:
+        if TRAIN not in steps:
+            return False
+        device = self.cfg.train.device
+        if device == "cpu":
+            return False
+        has_gpu = host_has_nvidia_gpu()
+        if device == "cuda" and not has_gpu:
+            raise PipelineError("train.device=cuda but no NVIDIA GPU on this host (nvidia-smi -L)")
+        return has_gpu
+
+    def _build_step_image(self, docker: Any) -> None:
+        settings = self.cfg.docker
+        if not settings.build_step_image:
+            return
+        log.info("building step image %s (base %s)", settings.step_image, settings.base_image)
+        with pip_build_args(settings.wheelhouse) as pip_args:
+            image = docker_utils.build_image(
+                docker,
+                PROJECT_DIR,
+                settings.step_image,
+                buildargs={"BASE_IMAGE": settings.base_image, **pip_args},
+                network_mode="host",
+            )
+        mlflow.set_tag("pipeline.step_image_id", image.id)
+
+    def _run_step(self, step: str, params: dict[str, Any], gpus: bool) -> StepResult:
+        parent = mlflow.active_run()
+        assert parent is not None
+        experiment_id = parent.info.experiment_id
+        args = step_docker_args(
+            step, mlflow.get_tracking_uri(), local_artifact_root(experiment_id, self.client), gpus
+        )
+        container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
+        args["name"] = container
+        log.info("=== step %s: %s", step, json.dumps(params))
+        started = time.monotonic()
+        submitted = mlflow.projects.run(
+            uri=str(STEPS_DIR / step),
+            entry_point="main",
+            parameters=params,
+            experiment_id=experiment_id,
+            docker_args=args,
+            env_manager="local",
+            synchronous=False,
+            build_image=False,
+        )
+        try:
+            submitted.wait()
+        except BaseException:
+            submitted.cancel()
+            raise
+        finally:
+            # MLflow runs containers with --rm, but a cancelled `docker run` client
+            # leaves its container running: remove it, whatever happened.
+            docker_utils.remove_container(docker_utils.connect(), container)
+            self._fail_if_still_running(submitted.run_id)
+        status = self.client.get_run(submitted.run_id).info.status
+        return StepResult(step, submitted.run_id, status, time.monotonic() - started)
+
+    def _fail_if_still_running(self, run_id: str) -> None:
+        if self.client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+            self.client.set_terminated(run_id, FAILED)
+
+
+def summary_table(results: list[StepResult]) -> str:
+    lines = [f"{'step':<11}{'run id':<34}{'status':<10}{'seconds':>8}"]
+    lines += [f"{r.step:<11}{r.run_id:<34}{r.status:<10}{r.seconds:>8.1f}" for r in results]
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: DictConfig) -> int:
+    """Run the pipeline in the current (or a new) parent run; return the exit code."""
+    mlflow.set_tracking_uri(absolute_tracking_uri(mlflow.get_tracking_uri()))
+    parent = mlflow.start_run()  # under `mlflow run .` this is the main entry point's run
+    mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME})
+    resolved = as_dict(cfg)
+    mlflow.log_dict(resolved, "config.yaml")
+    mlflow.log_params(flatten(resolved))
+    pipeline = Pipeline(cfg)
+    status, error = FINISHED, ""
+    try:
+        pipeline.run()
+    except (
+        PipelineError,
+        docker_utils.DockerUnavailable,
+        docker_utils.ImageBuildError,
+        FileNotFoundError,
+        MlflowException,
+    ) as exc:
+        status, error = FAILED, str(exc)
+    except BaseException as exc:  # Ctrl-C included: the parent must not stay RUNNING
+        status, error = FAILED, f"{exc.__class__.__name__}: {exc}"
+        raise
+    finally:
+        table = summary_table(pipeline.results)
+        log.info("pipeline %s (run %s)\n%s", status, parent.info.run_id, table)
+        mlflow.log_text(table + "\n", "summary.txt")
+        mlflow.log_dict(
+            {"status": status, "error": error, "steps": [asdict(r) for r in pipeline.results]}, "summary.json"
+        )
+        for result in pipeline.results:
+            mlflow.log_metric(f"seconds_{result.step}", result.seconds)
+        if error:
+            mlflow.set_tag("pipeline.error", error[:5000])
+            log.error("pipeline failed: %s", error)
+        mlflow.end_run(status)
+    return 0 if status == FINISHED else 1

@@ -1,0 +1,1 @@
+"""The inference server: FastAPI + ONNX Runtime. Imports neither torch nor MLflow."""

@@ -1,0 +1,129 @@
+"""How steps find each other in MLflow: step tags, lineage tags, required artifacts.
+
+Steps pass run IDs, never paths: a step downloads its inputs from the upstream run
+through the MLflow artifacts API, so it works the same against a local store and a
+remote tracking server.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+STEP_TAG = "pipeline.step"
+UPSTREAM_PREFIX = "pipeline.upstream."
+PIPELINE_TAG = "pipeline.name"
+PIPELINE_NAME = "cifar-pipeline"
+
+FETCH, TRAIN, BUILD, SYSTEMTEST = "fetch", "train", "build", "systemtest"
+STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST)
+
+# What a finished run of each step must have logged for the next step to use it.
+REQUIRED_ARTIFACTS: dict[str, tuple[str, ...]] = {
+    FETCH: (
+        "data/manifest.json",
+        "data/train_images.npy",
+        "data/train_labels.npy",
+        "data/test_images.npy",
+        "data/test_labels.npy",
+    ),
+    TRAIN: ("onnx/model.onnx", "onnx/metadata.json", "reference/predictions.npz"),
+    BUILD: ("image/image.json",),
+    SYSTEMTEST: ("systemtest/report.json",),
+}
+
+# Which upstream run ID each step takes (the parameter and tag name).
+UPSTREAM_PARAM = {TRAIN: "data_run_id", BUILD: "model_run_id", SYSTEMTEST: "image_run_id"}
+PRODUCES = {FETCH: "data_run_id", TRAIN: "model_run_id", BUILD: "image_run_id"}
+
+
+class UpstreamError(ValueError):
+    """A run ID handed to a step cannot be used as its input."""
+
+
+def upstream_tag(param: str) -> str:
+    return UPSTREAM_PREFIX + param
+
+
+def require_step_run(run_id: str, step: str, client: MlflowClient | None = None) -> Run:
+    """Return the run if it is a FINISHED run of `step` with its artifacts; else raise."""
+    client = client or MlflowClient()
+    label = f"{PRODUCES.get(step, 'run_id')}={run_id!r}"
+    if not run_id or not run_id.isalnum():
+        raise UpstreamError(f"{label}: not a run ID (expected 32 hex characters)")
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise UpstreamError(f"{label}: no such run in {mlflow.get_tracking_uri()}") from exc
+    actual_step = run.data.tags.get(STEP_TAG)
+    if actual_step != step:
+        raise UpstreamError(f"{label}: is a run of step {actual_step or '(none)'!r}, expected a {step!r} run")
+    if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
+        raise UpstreamError(f"{label}: {step} run has status {run.info.status}, expected FINISHED")
+    missing = [path for path in REQUIRED_ARTIFACTS[step] if not _artifact_exists(client, run_id, path)]
+    if missing:
+        raise UpstreamError(f"{label}: {step} run lacks artifacts: {', '.join(missing)}")
+    return run
+
+
+def _artifact_exists(client: MlflowClient, run_id: str, path: str) -> bool:
+    parent = path.rpartition("/")[0]
+    try:
+        return any(info.path == path for info in client.list_artifacts(run_id, parent or None))
+    except (MlflowException, OSError):
+        return False
+
+
+def lineage(run: Run) -> dict[str, str]:
+    """The upstream run IDs recorded on a run, by parameter name."""
+    return {
+        key[len(UPSTREAM_PREFIX) :]: value
+        for key, value in run.data.tags.items()
+        if key.startswith(UPSTREAM_PREFIX)
+    }
+
+
+def download(run_id: str, artifact_path: str, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst))
+    return Path(local)
+
+
+@contextmanager
+def step_run(step: str, upstream: dict[str, str] | None = None) -> Iterator[Run]:
+    """The MLflow run of a step, tagged with the step and its lineage, logs attached.
+
+    Under `mlflow run` the run already exists (MLFLOW_RUN_ID); `start_run` attaches
+    to it. The step's log file is attached to the run whether the step succeeds or
+    fails, so a failure keeps its logs.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"{step}-log-") as log_dir:
+        log_path = Path(log_dir) / f"{step}.log"
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
+            with mlflow.start_run() as run:
+                mlflow.set_tags({STEP_TAG: step, PIPELINE_TAG: PIPELINE_NAME})
+                mlflow.set_tags({upstream_tag(k): v for k, v in (upstream or {}).items() if v})
+                try:
+                    yield run
+                except BaseException:
+                    log.exception("step %s failed", step)
+                    raise
+                finally:
+                    handler.flush()
+                    mlflow.log_artifact(str(log_path), "logs")
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()

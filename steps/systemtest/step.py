@@ -1,0 +1,144 @@
+"""systemtest: run the built image and prove it serves the model that was trained.
+
+Starts the image on a free loopback port, waits (bounded) for /ready, then checks that
+the served predictions on the held-out reference subset equal the training run's
+(top-1 agreement and max logit difference), measures accuracy on the whole test split
+with batched requests and batch-1 latency. The container is removed whatever happens;
+its logs are attached to the run.
+
+Artifacts: systemtest/report.json, systemtest/container.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import requests
+
+from cifar_pipeline import docker_utils
+from cifar_pipeline.cli import run_main
+from cifar_pipeline.dataset import read_dataset
+from cifar_pipeline.tracking import (
+    BUILD,
+    SYSTEMTEST,
+    download,
+    lineage,
+    require_step_run,
+    step_run,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SystemTestFailed(RuntimeError):
+    """The image answered, but not with the trained model's predictions."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--image-run-id", required=True)
+    parser.add_argument("--ready-timeout", type=float, default=120.0)
+    parser.add_argument("--min-agreement", type=float, default=1.0)
+    parser.add_argument("--max-logit-diff", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--latency-requests", type=int, default=50)
+    return parser.parse_args(argv)
+
+
+def predict_logits(url: str, images: np.ndarray, batch_size: int) -> np.ndarray:
+    rows: list[list[float]] = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        response = requests.post(f"{url}/predict", json={"images": batch.tolist()}, timeout=60)
+        response.raise_for_status()
+        rows.extend(p["logits"] for p in response.json()["predictions"])
+    return np.asarray(rows, dtype=np.float32)
+
+
+def batch1_latency_ms(url: str, images: np.ndarray, count: int) -> dict[str, float]:
+    timings = []
+    with requests.Session() as session:
+        for i in range(count):
+            payload = {"images": images[i % len(images)][None].tolist()}
+            started = time.perf_counter()
+            session.post(f"{url}/predict", json=payload, timeout=30).raise_for_status()
+            timings.append((time.perf_counter() - started) * 1000)
+    p50, p95, p99 = np.percentile(timings, [50, 95, 99])
+    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_p99_ms": float(p99)}
+
+
+def check_server(
+    url: str,
+    reference_images: np.ndarray,
+    reference_logits: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    served = predict_logits(url, reference_images, args.batch_size)
+    agreement = float((served.argmax(1) == reference_logits.argmax(1)).mean())
+    max_diff = float(np.abs(served - reference_logits).max())
+    test_logits = predict_logits(url, test_images, args.batch_size)
+    accuracy = float((test_logits.argmax(1) == test_labels).mean())
+    metadata = requests.get(f"{url}/metadata", timeout=10).json()
+    return {
+        "reference_images": len(reference_images),
+        "top1_agreement": agreement,
+        "max_logit_diff": max_diff,
+        "test_images": len(test_images),
+        "test_accuracy": accuracy,
+        "served_model_run_id": metadata.get("model_run_id"),
+        **batch1_latency_ms(url, test_images, args.latency_requests),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    image_run = require_step_run(args.image_run_id, BUILD)
+    upstream = {"image_run_id": args.image_run_id, **lineage(image_run)}
+    with step_run(SYSTEMTEST, upstream) as run, tempfile.TemporaryDirectory(prefix="systest-") as work:
+        work_dir = Path(work)
+        model_run_id, data_run_id = upstream["model_run_id"], upstream["data_run_id"]
+        image = json.loads(download(args.image_run_id, "image/image.json", work_dir).read_text())
+        dataset = read_dataset(download(data_run_id, "data", work_dir))
+        reference = np.load(download(model_run_id, "reference/predictions.npz", work_dir))
+        reference_images = dataset.test.images[reference["indices"]]
+
+        client = docker_utils.connect()
+        name = f"cifar-systemtest-{run.info.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        with docker_utils.serving_container(client, image["tag"], name) as (container, url):
+            try:
+                ready_seconds = docker_utils.wait_until_ready(container, f"{url}/ready", args.ready_timeout)
+                report = check_server(
+                    url, reference_images, reference["logits"], dataset.test.images, dataset.test.labels, args
+                )
+            finally:
+                mlflow.log_text(container.logs().decode(errors="replace"), "systemtest/container.log")
+        report.update(image_tag=image["tag"], ready_seconds=ready_seconds, model_run_id=model_run_id)
+        mlflow.log_dict(report, "systemtest/report.json")
+        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, float)})
+        log.info("system test: %s", json.dumps(report))
+
+        failures = []
+        if report["top1_agreement"] < args.min_agreement:
+            failures.append(f"top-1 agreement {report['top1_agreement']:.4f} < {args.min_agreement}")
+        if report["max_logit_diff"] > args.max_logit_diff:
+            failures.append(f"max logit diff {report['max_logit_diff']:.2e} > {args.max_logit_diff:.0e}")
+        if report["served_model_run_id"] != model_run_id:
+            failures.append(f"image serves model {report['served_model_run_id']}, expected {model_run_id}")
+        mlflow.set_tag("systemtest.passed", str(not failures).lower())
+        if failures:
+            raise SystemTestFailed("served predictions differ from training: " + "; ".join(failures))
+
+
+if __name__ == "__main__":
+    run_main(SYSTEMTEST, main)
