@@ -72,7 +72,8 @@ def build_image(
             text = chunk["stream"].rstrip()
             if text:
                 lines.append(text)
-                log.info("  %s", text)
+                # Dockerfile steps at INFO for people at a terminal; the rest at DEBUG.
+                log.log(logging.INFO if text.startswith("Step ") else logging.DEBUG, "  %s", text)
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
         if "error" in chunk:

@@ -179,7 +179,7 @@ class Pipeline:
         if not settings.build_step_image:
             return
         log.info("building step image %s (base %s)", settings.step_image, settings.base_image)
-        with pip_build_args(settings.wheelhouse) as pip_args:
+        with pip_build_args(settings.wheelhouse, settings.wheelhouse_port) as pip_args:
             image = docker_utils.build_image(
                 docker,
                 PROJECT_DIR,
@@ -250,7 +250,7 @@ def run_pipeline(cfg: DictConfig) -> int:
         PipelineError,
         docker_utils.DockerUnavailable,
         docker_utils.ImageBuildError,
-        FileNotFoundError,
+        OSError,
         MlflowException,
     ) as exc:
         status, error = FAILED, str(exc)

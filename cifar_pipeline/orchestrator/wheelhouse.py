@@ -25,8 +25,12 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def pip_build_args(wheelhouse: str) -> Iterator[dict[str, str]]:
-    """Yield pip settings (as build args) for the wheelhouse; {} when none is configured."""
+def pip_build_args(wheelhouse: str, port: int) -> Iterator[dict[str, str]]:
+    """Yield pip settings (as build args) for the wheelhouse; {} when none is configured.
+
+    The port is fixed, not ephemeral: build args are part of Docker's layer cache key,
+    so a new URL each time would reinstall every dependency on every build.
+    """
     if not wheelhouse:
         yield {}
         return
@@ -34,7 +38,10 @@ def pip_build_args(wheelhouse: str) -> Iterator[dict[str, str]]:
     if not any(directory.glob("*.whl")):
         raise FileNotFoundError(f"docker.wheelhouse={wheelhouse!r}: no wheels there")
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise OSError(f"docker.wheelhouse_port={port}: cannot serve the wheelhouse there ({exc})") from exc
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"

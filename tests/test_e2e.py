@@ -1,0 +1,197 @@
+"""End to end: the real `mlflow run .` against a real Docker engine, on the digits data.
+
+Runs in a copy of the project with no tracking URI set, so it exercises the default
+local store in the project directory, exactly as a user's first `mlflow run .`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import mlflow
+import pytest
+import requests
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from cifar_pipeline.tracking import STEP_TAG, STEPS, require_step_run
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", ".wheelhouse", ".build", "mlruns", "mlartifacts", "mlflow.db", "outputs",
+    "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+)  # fmt: skip
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def mlflow_run(project: Path, *params: str, **env: str) -> subprocess.CompletedProcess[str]:
+    args = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local"]
+    for param in params:
+        args += ["-P", param]
+    result = subprocess.run(
+        args, cwd=project, env=_env(**env), capture_output=True, text=True, timeout=1800, check=False
+    )
+    sys.stdout.write(result.stdout[-20000:])
+    sys.stderr.write(result.stderr[-20000:])
+    return result
+
+
+def pipeline_runs(client: MlflowClient) -> list[Run]:
+    return client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'pipeline'", order_by=["start_time DESC"])
+
+
+def children(client: MlflowClient, parent: Run) -> dict[str, Run]:
+    runs = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return {run.data.tags[STEP_TAG]: run for run in runs}
+
+
+def leftover_containers() -> list[str]:
+    names = [c.name for c in docker.from_env().containers.list(all=True)]
+    return [n for n in names if n.startswith(("cifar-pipeline-", "cifar-systemtest-"))]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    copy = tmp_path_factory.mktemp("e2e") / "project"
+    shutil.copytree(ROOT, copy, ignore=COPY_IGNORE)
+    yield copy
+    built = [t for i in docker.from_env().images.list("cifar-classifier") for t in i.tags]
+    for tag in built:
+        docker.from_env().images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def local_store(project: Path) -> Iterator[MlflowClient]:
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri("")
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path, local_store: MlflowClient) -> Run:
+    result = mlflow_run(project, "source=digits", "epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return pipeline_runs(local_store)[0]
+
+
+def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store: MlflowClient) -> None:
+    assert first_run.info.status == "FINISHED"
+    steps = children(local_store, first_run)
+    assert set(steps) == set(STEPS)
+    for step, run in steps.items():
+        assert run.info.status == "FINISHED", step
+        assert run.data.tags.get("mlflow.project.env") == "docker", step
+        require_step_run(run.info.run_id, step, local_store)  # artifacts present
+    fetch, train, build, systest = (steps[s] for s in STEPS)
+    # lineage: each step tagged with the run it consumed
+    assert train.data.tags["pipeline.upstream.data_run_id"] == fetch.info.run_id
+    assert build.data.tags["pipeline.upstream.model_run_id"] == train.info.run_id
+    assert systest.data.tags["pipeline.upstream.image_run_id"] == build.info.run_id
+    # it learned: 10 classes, chance is 0.1
+    assert train.data.metrics["final_test_accuracy"] > 0.6
+    assert systest.data.metrics["test_accuracy"] == pytest.approx(train.data.metrics["final_test_accuracy"])
+    # the served model reproduces training's predictions
+    assert systest.data.metrics["top1_agreement"] == 1.0
+    assert systest.data.metrics["max_logit_diff"] < 1e-3
+    assert systest.data.tags["systemtest.passed"] == "true"
+    # the image exists, tagged with the model run ID
+    tag = build.data.tags["image.tag"]
+    assert train.info.run_id in tag
+    image = docker.from_env().images.get(tag)
+    assert image.labels["cifar-pipeline.model-run-id"] == train.info.run_id
+    # the parent's summary and config
+    artifacts = {a.path for a in local_store.list_artifacts(first_run.info.run_id)}
+    assert {"summary.json", "summary.txt", "config.yaml"} <= artifacts
+    assert leftover_containers() == []
+
+
+def test_resume_from_model_runs_only_build_and_systemtest(
+    project: Path, first_run: Run, local_store: MlflowClient
+) -> None:
+    train_id = children(local_store, first_run)["train"].info.run_id
+    result = mlflow_run(project, "source=digits", f"model_run_id={train_id}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = pipeline_runs(local_store)[0]
+    assert resumed.info.run_id != first_run.info.run_id
+    steps = children(local_store, resumed)
+    assert set(steps) == {"build", "systemtest"}
+    assert all(run.info.status == "FINISHED" for run in steps.values())
+    assert steps["build"].data.tags["pipeline.upstream.model_run_id"] == train_id
+
+
+@pytest.mark.parametrize(
+    ("params", "env", "message"),
+    [
+        (["source=digits", "data_run_id=0123456789abcdef0123456789abcdef"], {}, "no such run"),
+        (["source=imagenet"], {}, "data/imagenet"),
+        (["source=digits", "overrides=train.no_such_key=1"], {}, "no_such_key"),
+        (["source=digits"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "Docker engine unreachable"),
+    ],
+)
+def test_bad_input_fails_cleanly(
+    project: Path, local_store: MlflowClient, params: list[str], env: dict[str, str], message: str
+) -> None:
+    before = {r.info.run_id for r in local_store.search_runs(["0"])}
+    result = mlflow_run(project, *params, **env)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    new_runs = [r for r in local_store.search_runs(["0"]) if r.info.run_id not in before]
+    assert new_runs, "the main entry point's run should exist"
+    assert all(r.info.status == "FAILED" for r in new_runs)
+    assert leftover_containers() == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_remote_tracking_server(project: Path, tmp_path: Path) -> None:
+    """With MLFLOW_TRACKING_URI=http://..., artifacts travel through the server only."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        result = mlflow_run(project, "source=digits", "epochs=1", MLFLOW_TRACKING_URI=uri)
+        assert result.returncode == 0, result.stderr[-3000:]
+        client = MlflowClient(uri)
+        parent = pipeline_runs(client)[0]
+        steps = children(client, parent)
+        assert set(steps) == set(STEPS)
+        assert all(run.info.status == "FINISHED" for run in steps.values())
+        assert steps["train"].info.artifact_uri.startswith("mlflow-artifacts:")
+        assert not (project / "mlruns" / "0" / steps["train"].info.run_id).exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

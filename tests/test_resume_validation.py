@@ -1,0 +1,83 @@
+"""Resume run IDs are checked before any container starts, with errors that say why."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from omegaconf import OmegaConf
+
+from cifar_pipeline.orchestrator.pipeline import PipelineError, plan, validate_resume
+from cifar_pipeline.tracking import STEP_TAG, REQUIRED_ARTIFACTS, UpstreamError, require_step_run
+
+
+def _fake_run(step: str, tmp_path: Path, artifacts: tuple[str, ...] = (), status: str = "FINISHED") -> str:
+    with mlflow.start_run() as run:
+        mlflow.set_tag(STEP_TAG, step)
+        for artifact in artifacts:
+            folder, _, name = artifact.rpartition("/")
+            local = tmp_path / "src" / run.info.run_id / name
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text("x")
+            mlflow.log_artifact(str(local), folder)
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_finished_run_with_artifacts_is_accepted(mlflow_store, tmp_path: Path) -> None:
+    run_id = _fake_run("fetch", tmp_path, REQUIRED_ARTIFACTS["fetch"])
+    assert require_step_run(run_id, "fetch").info.run_id == run_id
+
+
+def test_unknown_run_id(mlflow_store) -> None:
+    with pytest.raises(UpstreamError, match="data_run_id='0123456789abcdef0123456789abcdef': no such run"):
+        require_step_run("0123456789abcdef0123456789abcdef", "fetch")
+
+
+def test_malformed_run_id(mlflow_store) -> None:
+    with pytest.raises(UpstreamError, match="not a run ID"):
+        require_step_run("../etc/passwd", "fetch")
+
+
+def test_run_of_wrong_step(mlflow_store, tmp_path: Path) -> None:
+    run_id = _fake_run("train", tmp_path, REQUIRED_ARTIFACTS["train"])
+    with pytest.raises(UpstreamError, match="is a run of step 'train', expected a 'fetch' run"):
+        require_step_run(run_id, "fetch")
+
+
+def test_unfinished_run(mlflow_store, tmp_path: Path) -> None:
+    run_id = _fake_run("fetch", tmp_path, REQUIRED_ARTIFACTS["fetch"], status="FAILED")
+    with pytest.raises(UpstreamError, match="status FAILED, expected FINISHED"):
+        require_step_run(run_id, "fetch")
+
+
+def test_run_missing_artifacts(mlflow_store, tmp_path: Path) -> None:
+    run_id = _fake_run("train", tmp_path, ("onnx/model.onnx",))
+    with pytest.raises(UpstreamError, match=r"lacks artifacts: onnx/metadata\.json, reference/predictions\.npz"):
+        require_step_run(run_id, "train")
+
+
+def test_pipeline_names_the_resume_parameter(mlflow_store, tmp_path: Path) -> None:
+    run_id = _fake_run("fetch", tmp_path, REQUIRED_ARTIFACTS["fetch"])
+    with pytest.raises(PipelineError, match=f"cannot resume: model_run_id='{run_id}'"):
+        validate_resume({"model_run_id": run_id}, mlflow.MlflowClient())
+
+
+@pytest.mark.parametrize(
+    ("resume", "steps"),
+    [
+        ({}, ["fetch", "train", "build", "systemtest"]),
+        ({"data_run_id": "a" * 32}, ["train", "build", "systemtest"]),
+        ({"model_run_id": "b" * 32}, ["build", "systemtest"]),
+        ({"image_run_id": "c" * 32}, ["systemtest"]),
+    ],
+)
+def test_plan_starts_after_the_given_run(resume: dict[str, str], steps: list[str]) -> None:
+    planned, given = plan(OmegaConf.create({"data_run_id": "", "model_run_id": "", "image_run_id": "", **resume}))
+    assert planned == steps
+    assert given == resume
+
+
+def test_plan_refuses_two_resume_points() -> None:
+    with pytest.raises(PipelineError, match="at most one of"):
+        plan(OmegaConf.create({"data_run_id": "a" * 32, "model_run_id": "b" * 32, "image_run_id": ""}))
