@@ -41,13 +41,19 @@ def test_unknown_source_names_the_choices() -> None:
 
 
 def test_unknown_key_is_refused() -> None:
-    with pytest.raises(ConfigCompositionException, match="train.learning_rate"):
+    with pytest.raises(ConfigCompositionException, match=r"train\.learning_rate"):
         _compose(["train.learning_rate=0.1"])
 
 
 def test_overrides_parameter_is_split_into_hydra_overrides() -> None:
     argv = ["main.py", "data=digits", "overrides=train.lr=0.1 'serve.image_repo=my repo'", "x=1"]
-    assert expand_overrides(argv) == ["main.py", "data=digits", "train.lr=0.1", "serve.image_repo=my repo", "x=1"]
+    assert expand_overrides(argv) == [
+        "main.py",
+        "data=digits",
+        "train.lr=0.1",
+        "serve.image_repo=my repo",
+        "x=1",
+    ]
     assert expand_overrides(["main.py", "overrides="]) == ["main.py"]
 
 
@@ -55,7 +61,11 @@ def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
     pip_section = next(d for d in conda["dependencies"] if isinstance(d, dict))["pip"]
     assert pip_section == ["-r requirements/orchestrator.txt"]
-    pins = {line.split("==")[0] for line in (ROOT / "requirements/pins.txt").read_text().splitlines() if "==" in line}
+    pins = {
+        line.split("==")[0]
+        for line in (ROOT / "requirements/pins.txt").read_text().splitlines()
+        if "==" in line
+    }
     for name in ("step", "serve", "orchestrator", "dev"):
         for line in (ROOT / f"requirements/{name}.txt").read_text().splitlines():
             if line and not line.startswith(("#", "-")):

@@ -50,7 +50,7 @@ def test_checksum_spec_parsing_and_mismatch_message(tmp_path: Path) -> None:
     path.write_bytes(b"abc")
     assert parse_spec("900150983cd24fb0d6963f7d28e17f72") == ("md5", "900150983cd24fb0d6963f7d28e17f72")
     verify(path, "md5:900150983cd24fb0d6963f7d28e17f72")
-    with pytest.raises(ChecksumError, match="expected 0+, got 9001"):
+    with pytest.raises(ChecksumError, match=r"expected 0+, got 9001"):
         verify(path, "md5:" + "0" * 32)
     with pytest.raises(ChecksumError, match="expected 'md5:"):
         parse_spec("crc32:abcd")

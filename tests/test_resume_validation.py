@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cifar_pipeline.orchestrator.pipeline import PipelineError, plan, validate_resume
-from cifar_pipeline.tracking import STEP_TAG, REQUIRED_ARTIFACTS, UpstreamError, require_step_run
+from cifar_pipeline.tracking import REQUIRED_ARTIFACTS, STEP_TAG, UpstreamError, require_step_run
 
 
 def _fake_run(step: str, tmp_path: Path, artifacts: tuple[str, ...] = (), status: str = "FINISHED") -> str:
@@ -53,7 +53,9 @@ def test_unfinished_run(mlflow_store, tmp_path: Path) -> None:
 
 def test_run_missing_artifacts(mlflow_store, tmp_path: Path) -> None:
     run_id = _fake_run("train", tmp_path, ("onnx/model.onnx",))
-    with pytest.raises(UpstreamError, match=r"lacks artifacts: onnx/metadata\.json, reference/predictions\.npz"):
+    with pytest.raises(
+        UpstreamError, match=r"lacks artifacts: onnx/metadata\.json, reference/predictions\.npz"
+    ):
         require_step_run(run_id, "train")
 
 
@@ -73,7 +75,9 @@ def test_pipeline_names_the_resume_parameter(mlflow_store, tmp_path: Path) -> No
     ],
 )
 def test_plan_starts_after_the_given_run(resume: dict[str, str], steps: list[str]) -> None:
-    planned, given = plan(OmegaConf.create({"data_run_id": "", "model_run_id": "", "image_run_id": "", **resume}))
+    planned, given = plan(
+        OmegaConf.create({"data_run_id": "", "model_run_id": "", "image_run_id": "", **resume})
+    )
     assert planned == steps
     assert given == resume
 
