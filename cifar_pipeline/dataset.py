@@ -8,6 +8,7 @@ dataset never executes code from it. The manifest records each file's sha256, an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(axis=0).tolist(), pixels.std(axis=0).tolist()
 
 
+def dataset_digest(file_digests: dict[str, str]) -> str:
+    """The data version: one sha256 over every array's sha256 (what runs are filtered by)."""
+    return hashlib.sha256(json.dumps(file_digests, sort_keys=True).encode()).hexdigest()
+
+
 def write_dataset(
     out_dir: Path,
     train: Split,
@@ -61,6 +67,14 @@ def write_dataset(
     source: dict[str, Any],
 ) -> dict[str, Any]:
     """Write arrays and manifest to `out_dir`; return the manifest."""
+    for name, split in (("train", train), ("test", test)):
+        if not len(split.labels):
+            raise ValueError(f"the {name} split is empty")
+        if split.labels.min() < 0 or split.labels.max() >= len(class_names):
+            raise ValueError(
+                f"{name} labels span {split.labels.min()}..{split.labels.max()}; "
+                f"expected 0..{len(class_names) - 1} for {len(class_names)} classes"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     for name, split in (("train", train), ("test", test)):
@@ -85,6 +99,8 @@ def write_dataset(
         "mean": mean,
         "std": std,
         "sha256": files,
+        "digest": dataset_digest(files),
+        "bytes": sum((out_dir / name).stat().st_size for name in files),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "code_version": __version__,
     }

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,29 +10,22 @@ import mlflow
 import numpy as np
 import pytest
 
+from cifar_pipeline.dataset import Split
+from cifar_pipeline.sources import cifar10
+
 CLASS_NAMES = [f"class{i}" for i in range(10)]
 
 
-def _batch(rng: np.random.Generator, count: int) -> dict[bytes, object]:
-    return {
-        b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-        b"labels": rng.integers(0, 10, count).tolist(),
-    }
-
-
-def write_cifar_tarball(path: Path, per_batch: int = 20, seed: int = 0) -> dict[str, dict[bytes, object]]:
-    """A tarball in the official cifar-10-python layout; returns the batches written."""
+def write_cifar_tarball(path: Path, count: int = 120, seed: int = 0) -> tuple[Split, Split]:
+    """A tarball in the official cifar-10-python layout with `count` random images per split."""
     rng = np.random.default_rng(seed)
-    batches: dict[str, dict[bytes, object]] = {f"data_batch_{i}": _batch(rng, per_batch) for i in range(1, 6)}
-    batches["test_batch"] = _batch(rng, per_batch)
-    meta = {b"label_names": [n.encode() for n in CLASS_NAMES]}
-    with tarfile.open(path, "w:gz") as archive:
-        for name, content in [*batches.items(), ("batches.meta", meta)]:
-            payload = pickle.dumps(content)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    return batches
+
+    def split() -> Split:
+        return Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count))
+
+    train, test = split(), split()
+    cifar10.write_archive(path, train, test, CLASS_NAMES)
+    return train, test
 
 
 def md5_spec(path: Path) -> str:
@@ -43,7 +33,7 @@ def md5_spec(path: Path) -> str:
 
 
 @pytest.fixture
-def cifar_tarball(tmp_path: Path) -> tuple[Path, dict[str, dict[bytes, object]]]:
+def cifar_tarball(tmp_path: Path) -> tuple[Path, tuple[Split, Split]]:
     path = tmp_path / "cifar-10-python.tar.gz"
     return path, write_cifar_tarball(path)
 

@@ -1,4 +1,8 @@
+"""The cifar10 source, from a local file and from a local HTTP server: exact arrays, refusals, resume."""
+
+import gzip
 import io
+import pickle
 import tarfile
 from pathlib import Path
 
@@ -6,31 +10,162 @@ import numpy as np
 import pytest
 
 from cifar_pipeline.checksums import ChecksumError
+from cifar_pipeline.dataset import Split
 from cifar_pipeline.sources import cifar10
+from cifar_pipeline.sources.archives import ArchiveError
+from cifar_pipeline.sources.download import DownloadError, RetryPolicy
 from cifar_pipeline.sources.errors import SourceError
 from tests.conftest import CLASS_NAMES, md5_spec
+from tests.http_files import FileServer, serve
+
+FAST_RETRY = RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=10)
 
 
-def test_good_tarball_gives_exact_arrays(cifar_tarball, tmp_path: Path) -> None:
-    path, batches = cifar_tarball
+def write_by_hand(path: Path, per_batch: int = 20) -> dict[str, dict[bytes, object]]:
+    """The official layout written from its published description, independently of our writer:
+    each row is 3072 bytes, the red plane's 1024 pixels first, then green, then blue."""
+    rng = np.random.default_rng(7)
+    batches: dict[str, dict[bytes, object]] = {
+        name: {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+               b"labels": rng.integers(0, 10, per_batch).tolist()}
+        for name in [*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH]
+    }  # fmt: skip
+    meta = {b"label_names": [n.encode() for n in CLASS_NAMES]}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, content in [*batches.items(), ("batches.meta", meta)]:
+            payload = pickle.dumps(content)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return batches
+
+
+def assert_same(actual: Split, expected: Split) -> None:
+    np.testing.assert_array_equal(actual.images, expected.images)
+    np.testing.assert_array_equal(actual.labels, expected.labels)
+
+
+def test_official_layout_gives_exact_arrays(tmp_path: Path) -> None:
+    path = tmp_path / "cifar-10-python.tar.gz"
+    batches = write_by_hand(path)
     train, test, names, source = cifar10.load(str(path), md5_spec(path), tmp_path / "work")
-    expected = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
-    np.testing.assert_array_equal(train.images, expected.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    rows = np.concatenate([batches[name][b"data"] for name in cifar10.TRAIN_BATCHES])  # type: ignore[misc]
+    # pixel (row 0, col 1) of image 0 is byte 1 (red), 1025 (green), 2049 (blue)
+    assert tuple(train.images[0, 0, 1]) == (rows[0, 1], rows[0, 1025], rows[0, 2049])
+    np.testing.assert_array_equal(train.images, rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(test.labels, batches["test_batch"][b"labels"])
     assert names == CLASS_NAMES
-    assert source["archive_digest"] == md5_spec(path).split(":")[1]
+    assert source["input_digest"] == md5_spec(path)
     assert not (tmp_path / "work" / "extracted").exists()  # extraction is cleaned up
+
+
+def test_writer_round_trips(cifar_tarball, tmp_path: Path) -> None:
+    path, (train, test) = cifar_tarball
+    loaded_train, loaded_test, _, _ = cifar10.load(str(path), md5_spec(path), tmp_path / "work")
+    assert_same(loaded_train, train)
+    assert_same(loaded_test, test)
+
+
+def test_download_from_http_server_gives_exact_arrays(cifar_tarball, tmp_path: Path) -> None:
+    path, (train, _) = cifar_tarball
+    with serve(FileServer(files={"/mirror/cifar.tgz": path.read_bytes()})) as server:
+        loaded, _, _, source = cifar10.load(
+            server.url("/mirror/cifar.tgz"), md5_spec(path), tmp_path / "work", FAST_RETRY
+        )
+    assert_same(loaded, train)
+    assert source["url"].endswith("/mirror/cifar.tgz")
+    assert not list((tmp_path / "work" / "download").glob("*.part"))
+
+
+def test_interrupted_transfer_resumes_where_it_stopped(cifar_tarball, tmp_path: Path) -> None:
+    path, (train, _) = cifar_tarball
+    body = path.read_bytes()
+    cut = len(body) // 3
+    state = FileServer(files={"/c.tgz": body}, cut_after={"/c.tgz": cut})
+    with serve(state) as server:
+        loaded, _, _, _ = cifar10.load(server.url("/c.tgz"), md5_spec(path), tmp_path / "work", FAST_RETRY)
+    assert_same(loaded, train)
+    assert state.requests == [("/c.tgz", None), ("/c.tgz", f"bytes={cut}-")]
+
+
+def test_server_without_ranges_restarts_from_zero(cifar_tarball, tmp_path: Path) -> None:
+    path, (train, _) = cifar_tarball
+    state = FileServer(files={"/c.tgz": path.read_bytes()}, cut_after={"/c.tgz": 1000}, ranges=False)
+    with serve(state) as server:
+        loaded, _, _, _ = cifar10.load(server.url("/c.tgz"), md5_spec(path), tmp_path / "work", FAST_RETRY)
+    assert_same(loaded, train)  # the 200 answer to a Range request replaced the partial bytes
+
+
+def test_transient_server_errors_are_retried(cifar_tarball, tmp_path: Path) -> None:
+    path, (train, _) = cifar_tarball
+    state = FileServer(files={"/c.tgz": path.read_bytes()}, fail_with={"/c.tgz": [503, 502]})
+    with serve(state) as server:
+        loaded, _, _, _ = cifar10.load(server.url("/c.tgz"), md5_spec(path), tmp_path / "work", FAST_RETRY)
+    assert_same(loaded, train)
+    assert len(state.requests) == 3
+
+
+def test_retries_are_bounded_and_named(tmp_path: Path) -> None:
+    state = FileServer(files={"/c.tgz": b"x" * 10}, fail_with={"/c.tgz": [503] * 10})
+    gave_up = r"/c\.tgz: gave up after 3 attempts.*503"
+    with serve(state) as server, pytest.raises(DownloadError, match=gave_up):
+        cifar10.load(server.url("/c.tgz"), cifar10.OFFICIAL_CHECKSUM, tmp_path / "work", FAST_RETRY)
+    assert len(state.requests) == 3
+    assert not list((tmp_path / "work" / "download").iterdir())  # no partial file left
+
+
+def test_missing_url_fails_at_once_naming_status(tmp_path: Path) -> None:
+    with serve() as server, pytest.raises(DownloadError, match=r"/absent\.tgz: HTTP 404"):
+        cifar10.load(server.url("/absent.tgz"), cifar10.OFFICIAL_CHECKSUM, tmp_path / "work", FAST_RETRY)
+    assert len(server.requests) == 1  # a 404 is final: no retries
 
 
 def test_wrong_checksum_is_refused_before_extraction(cifar_tarball, tmp_path: Path) -> None:
     path, _ = cifar_tarball
-    with pytest.raises(ChecksumError, match=r"cifar-10-python\.tar\.gz: md5 checksum mismatch: expected 0+"):
+    mismatch = r"cifar-10-python\.tar\.gz: md5 checksum mismatch: expected 0+, got"
+    with pytest.raises(ChecksumError, match=mismatch):
         cifar10.load(str(path), "md5:" + "0" * 32, tmp_path / "work")
     assert not (tmp_path / "work" / "extracted").exists()
 
 
+def test_truncated_download_is_refused_by_checksum(cifar_tarball, tmp_path: Path) -> None:
+    path, _ = cifar_tarball
+    body = path.read_bytes()
+    with (
+        serve(FileServer(files={"/c.tgz": body[: len(body) // 2]})) as server,
+        pytest.raises(ChecksumError, match=r"c\.tgz: md5 checksum mismatch"),
+    ):
+        cifar10.load(server.url("/c.tgz"), md5_spec(path), tmp_path / "work", FAST_RETRY)
+
+
+def test_truncated_file_with_its_own_checksum_is_refused_as_unreadable(cifar_tarball, tmp_path: Path) -> None:
+    """A mirror checksum that matches a cut-short file still cannot get it past extraction."""
+    path, _ = cifar_tarball
+    short = tmp_path / "short.tar.gz"
+    short.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match=r"short\.tar\.gz: not a readable"):
+        cifar10.load(str(short), md5_spec(short), tmp_path / "work")
+
+
+def test_missing_batch_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "partial.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ArchiveError, match=r"partial\.tar\.gz: missing data_batch_2.*test_batch"):
+        cifar10.load(str(path), md5_spec(path), tmp_path / "work")
+
+
+def test_not_an_archive_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_bytes(gzip.compress(b"<html>mirror login page</html>"))
+    with pytest.raises(ArchiveError, match=r"page\.html: not a readable"):
+        cifar10.load(str(path), md5_spec(path), tmp_path / "work")
+
+
 def test_missing_local_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="no such file"):
+    with pytest.raises(SourceError, match=r"absent\.tar\.gz'?: no such file"):
         cifar10.load(str(tmp_path / "absent.tar.gz"), cifar10.OFFICIAL_CHECKSUM, tmp_path)
 
 
@@ -40,6 +175,18 @@ def test_member_escaping_extraction_dir_is_refused(tmp_path: Path) -> None:
         info = tarfile.TarInfo("../escape.txt")
         info.size = 1
         archive.addfile(info, io.BytesIO(b"x"))
-    with pytest.raises(cifar10.ArchiveError, match=r"'\.\./escape\.txt' escapes"):
+    with pytest.raises(ArchiveError, match=r"evil\.tar\.gz: member '\.\./escape\.txt' escapes"):
         cifar10.load(str(path), md5_spec(path), tmp_path / "work")
     assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "work" / "escape.txt").exists()
+
+
+def test_symlink_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "link.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        archive.addfile(info)
+    with pytest.raises(ArchiveError, match=r"data_batch_1' is a link"):
+        cifar10.load(str(path), md5_spec(path), tmp_path / "work")

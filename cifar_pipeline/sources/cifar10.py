@@ -7,19 +7,20 @@ archive whose checksum has not been verified.
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
-from torchvision.datasets.utils import download_url
 
-from cifar_pipeline.checksums import verify
+from cifar_pipeline.checksums import parse_spec, verify
 from cifar_pipeline.dataset import Split
+from cifar_pipeline.sources import archives, download
+from cifar_pipeline.sources.archives import ArchiveError
 from cifar_pipeline.sources.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -32,43 +33,8 @@ TEST_BATCH = "test_batch"
 META = "batches.meta"
 
 
-class ArchiveError(SourceError):
-    """The archive is unusable: a member escapes, or an expected file is missing."""
-
-
-def fetch_archive(location: str, download_dir: Path) -> Path:
-    """Return a local path to the archive, downloading it if `location` is a URL."""
-    scheme = urlparse(location).scheme
-    if scheme in ("http", "https"):
-        filename = Path(urlparse(location).path).name or "cifar-10-python.tar.gz"
-        # torchvision's downloader: progress bar, redirects; we verify afterwards
-        # ourselves because mirrors may publish a sha256 rather than an md5.
-        download_url(location, root=str(download_dir), filename=filename)
-        return download_dir / filename
-    path = Path(location[len("file://") :] if scheme == "file" else location)
-    if not path.is_file():
-        raise SourceError(f"data_url={location!r}: no such file")
-    return path
-
-
-def check_members(archive: tarfile.TarFile) -> None:
-    """Refuse members that would land outside the extraction directory."""
-    for member in archive.getmembers():
-        name = member.name
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise ArchiveError(f"member {name!r} escapes the extraction directory")
-        if not (member.isfile() or member.isdir()):
-            raise ArchiveError(f"member {name!r} is a link or device; refusing")
-
-
 def extract(archive_path: Path, out_dir: Path) -> Path:
-    with tarfile.open(archive_path, "r:gz") as archive:
-        check_members(archive)
-        if hasattr(tarfile, "data_filter"):
-            archive.extractall(out_dir, filter="data")
-        else:  # Python without PEP 706: members were checked above
-            archive.extractall(out_dir)  # members were checked above
-    root = out_dir / ARCHIVE_ROOT
+    root = archives.extract(archive_path, out_dir) / ARCHIVE_ROOT
     missing = [n for n in [*TRAIN_BATCHES, TEST_BATCH, META] if not (root / n).is_file()]
     if missing:
         raise ArchiveError(f"{archive_path.name}: missing {', '.join(missing)} in {ARCHIVE_ROOT}/")
@@ -76,8 +42,13 @@ def extract(archive_path: Path, out_dir: Path) -> Path:
 
 
 def _unpickle(path: Path) -> dict[bytes, Any]:
-    with path.open("rb") as handle:
-        batch: dict[bytes, Any] = pickle.load(handle, encoding="bytes")  # archive verified first
+    try:
+        with path.open("rb") as handle:
+            batch: dict[bytes, Any] = pickle.load(handle, encoding="bytes")  # archive verified first
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ArchiveError(f"{path.name}: not a CIFAR-10 batch ({exc})") from exc
+    if not isinstance(batch, dict):
+        raise ArchiveError(f"{path.name}: not a CIFAR-10 batch (a {type(batch).__name__}, expected a dict)")
     return batch
 
 
@@ -91,8 +62,12 @@ def _read_batches(root: Path, names: list[str]) -> Split:
     return Split(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels))
 
 
-def load(location: str, checksum: str, work_dir: Path) -> tuple[Split, Split, list[str], dict[str, Any]]:
-    archive = fetch_archive(location, work_dir / "download")
+def load(
+    location: str, checksum: str, work_dir: Path, policy: download.RetryPolicy | None = None
+) -> tuple[Split, Split, list[str], dict[str, Any]]:
+    archive = download.fetch(location, work_dir / "download", policy)
+    if archive.is_dir():
+        raise SourceError(f"data_url={location!r}: is a directory; expected cifar-10-python.tar.gz")
     digest = verify(archive, checksum)
     log.info("verified %s (%s)", archive.name, checksum.partition(":")[0] or "checksum")
     extract_dir = work_dir / "extracted"
@@ -102,7 +77,41 @@ def load(location: str, checksum: str, work_dir: Path) -> tuple[Split, Split, li
         names = [n.decode() for n in meta[b"label_names"]]
         train = _read_batches(root, TRAIN_BATCHES)
         test = _read_batches(root, [TEST_BATCH])
+    except (KeyError, ValueError, TypeError) as exc:
+        if isinstance(exc, SourceError):
+            raise
+        raise ArchiveError(
+            f"{archive.name}: batches are not in the CIFAR-10 python format ({exc!r})"
+        ) from exc
     finally:
         shutil.rmtree(extract_dir, ignore_errors=True)
-    source = {"name": "cifar10", "url": location, "checksum": checksum, "archive_digest": digest}
+    algorithm, _ = parse_spec(checksum)
+    source = {"name": "cifar10", "url": location, "input_digest": f"{algorithm}:{digest}"}
     return train, test, names, source
+
+
+def write_archive(path: Path, train: Split, test: Split, label_names: list[str]) -> None:
+    """Write `train`/`test` as a tarball in the official cifar-10-python layout.
+
+    For mirrors, tests and benchmarks: the inverse of `load` (train split across the
+    five data batches as evenly as the count allows).
+    """
+
+    def batch(split: Split) -> dict[bytes, Any]:
+        flat = split.images.transpose(0, 3, 1, 2).reshape(len(split.images), -1)
+        return {b"data": np.ascontiguousarray(flat), b"labels": split.labels.tolist()}
+
+    chunks = np.array_split(np.arange(len(train.labels)), len(TRAIN_BATCHES))
+    members: dict[str, dict[bytes, Any]] = {
+        name: batch(Split(train.images[idx], train.labels[idx]))
+        for name, idx in zip(TRAIN_BATCHES, chunks, strict=True)
+    }
+    members[TEST_BATCH] = batch(test)
+    members[META] = {b"label_names": [n.encode() for n in label_names]}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, content in members.items():
+            payload = pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
+            info = tarfile.TarInfo(f"{ARCHIVE_ROOT}/{name}")
+            info.size = len(payload)
+            info.mtime = 0  # reproducible bytes, so the checksum of a regenerated archive is stable
+            archive.addfile(info, io.BytesIO(payload))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -21,6 +22,11 @@ def to_rgb32(images: np.ndarray) -> np.ndarray:
     return np.repeat(big[..., None], 3, axis=3)
 
 
+def input_digest() -> str:
+    """The digits ship inside scikit-learn: its version identifies them."""
+    return f"scikit-learn:{sklearn.__version__}"
+
+
 def load(test_fraction: float, seed: int) -> tuple[Split, Split, list[str], dict[str, Any]]:
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction}: expected a number between 0 and 1")
@@ -32,7 +38,8 @@ def load(test_fraction: float, seed: int) -> tuple[Split, Split, list[str], dict
     )
     source = {
         "name": "digits",
-        "provider": "sklearn.datasets.load_digits",
+        "url": "sklearn.datasets.load_digits",
+        "input_digest": input_digest(),
         "test_fraction": test_fraction,
         "seed": seed,
     }
