@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -18,6 +19,18 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     ValueError,
 )
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def parse_bool(value: str) -> bool:
+    """An MLproject string parameter as a boolean; anything unrecognised is refused."""
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r}: expected true or false")
 
 
 def configure_logging() -> None:

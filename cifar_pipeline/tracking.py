@@ -76,6 +76,21 @@ def require_step_run(run_id: str, step: str, client: MlflowClient | None = None)
     return run
 
 
+def find_reusable_run(step: str, tag: str, value: str, exclude_run_id: str = "") -> Run | None:
+    """The newest FINISHED run of `step`, in any experiment, tagged `tag=value`, whose artifacts exist."""
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    query = f"tags.`{STEP_TAG}` = '{step}' and tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'"
+    for run in client.search_runs(experiments, query, order_by=["attributes.start_time DESC"]):
+        if run.info.run_id == exclude_run_id:
+            continue
+        try:
+            return require_step_run(run.info.run_id, step, client)
+        except UpstreamError as exc:
+            log.info("cannot reuse %s: %s", run.info.run_id, exc)
+    return None
+
+
 def _artifact_exists(client: MlflowClient, run_id: str, path: str) -> bool:
     parent = path.rpartition("/")[0]
     try:

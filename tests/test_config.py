@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from cifar_pipeline.orchestrator.cli import expand_overrides
-from cifar_pipeline.orchestrator.pipeline import step_parameters
+from cifar_pipeline.orchestrator.containers import step_docker_args
+from cifar_pipeline.orchestrator.pipeline import PipelineError, local_data_path, step_parameters
 from cifar_pipeline.tracking import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,9 @@ def test_default_config_composes_to_cifar10() -> None:
     assert cfg.train.device == "auto"
 
 
-def test_step_parameters_match_each_step_mlproject() -> None:
-    cfg = _compose(["data=digits"])
+@pytest.mark.parametrize("source", ["cifar10", "digits", "imagefolder"])
+def test_step_parameters_match_each_step_mlproject(source: str, tmp_path: Path) -> None:
+    cfg = _compose([f"data={source}", f"data.data_url={tmp_path}" if source == "imagefolder" else "seed=0"])
     upstream = {"data_run_id": "d", "model_run_id": "m", "image_run_id": "i"}
     for step in STEPS:
         declared = yaml.safe_load((ROOT / "steps" / step / "MLproject").read_text())
@@ -55,6 +57,44 @@ def test_overrides_parameter_is_split_into_hydra_overrides() -> None:
         "x=1",
     ]
     assert expand_overrides(["main.py", "overrides="]) == ["main.py"]
+
+
+def test_every_data_config_has_the_same_keys() -> None:
+    keys = {source: set(_compose([f"data={source}"]).data) for source in ("cifar10", "digits", "imagefolder")}
+    assert keys["cifar10"] == keys["digits"] == keys["imagefolder"]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/a/b.tar.gz?x=1&y=2", "/data/my pets/it's.zip", "C:\\x\\", "sha256:ab"]
+)
+def test_literal_parameters_reach_the_config_unchanged(url: str) -> None:
+    overrides = expand_overrides(["data=imagefolder", f"data_url={url}", f"data_checksum={url}"])
+    cfg = _compose(overrides)
+    assert cfg.data.data_url == url
+    assert cfg.data.data_checksum == url
+
+
+def test_empty_literal_parameter_keeps_the_config_default() -> None:
+    assert expand_overrides(["data=cifar10", "data_url=", "data_checksum="]) == ["data=cifar10"]
+
+
+def test_local_data_path_is_made_absolute_and_checked(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "pets").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = _compose(["data=imagefolder", "data.data_url=pets"])
+    assert local_data_path(cfg.data) == tmp_path / "pets"
+    assert step_parameters("fetch", cfg, {})["data_url"] == str(tmp_path / "pets")
+    assert local_data_path(_compose(["data=cifar10", "data.data_url='http://m/c.tgz'"]).data) is None
+    with pytest.raises(PipelineError, match=r"data\.data_url='absent': no such file or directory"):
+        local_data_path(_compose(["data=imagefolder", "data.data_url=absent"]).data)
+    with pytest.raises(PipelineError, match=r"data\.data_url is required for source=imagefolder"):
+        local_data_path(_compose(["data=imagefolder"]).data)
+
+
+def test_local_data_is_mounted_read_only_into_fetch_only() -> None:
+    args = step_docker_args("fetch", "http://127.0.0.1:5000", None, False, [Path("/data/my,pets")])
+    assert args["mount"] == 'type=bind,"source=/data/my,pets","target=/data/my,pets",readonly'
+    assert "mount" not in step_docker_args("train", "http://127.0.0.1:5000", None, False)
 
 
 def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:

@@ -21,8 +21,11 @@ import pytest
 import requests
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
-from cifar_pipeline.tracking import STEP_TAG, STEPS, require_step_run
+from cifar_pipeline.tracking import FETCH, STEP_TAG, STEPS, require_step_run
+from tests.conftest import md5_spec, write_cifar_tarball
+from tests.http_files import FileServer, serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -41,10 +44,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def mlflow_run(project: Path, *params: str, **env: str) -> subprocess.CompletedProcess[str]:
-    args = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local"]
+def mlflow_run(
+    project: Path, *params: str, uri: str = ".", docker_args: tuple[str, ...] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    args = [str(BIN / "mlflow"), "run", uri, "--env-manager", "local"]
     for param in params:
         args += ["-P", param]
+    for arg in docker_args:
+        args += ["-A", arg]
     result = subprocess.run(
         args, cwd=project, env=_env(**env), capture_output=True, text=True, timeout=1800, check=False
     )
@@ -143,6 +150,7 @@ def test_resume_from_model_runs_only_build_and_systemtest(
         (["source=digits", "data_run_id=0123456789abcdef0123456789abcdef"], {}, "no such run"),
         (["source=imagenet"], {}, "data/imagenet"),
         (["source=digits", "overrides=train.no_such_key=1"], {}, "no_such_key"),
+        (["source=imagefolder", "data_url=/nonexistent/pets"], {}, "'/nonexistent/pets': no such file"),
         (["source=digits"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "Docker engine unreachable"),
     ],
 )
@@ -166,7 +174,8 @@ def _free_port() -> int:
 
 
 def test_remote_tracking_server(project: Path, tmp_path: Path) -> None:
-    """With MLFLOW_TRACKING_URI=http://..., artifacts travel through the server only."""
+    """With MLFLOW_TRACKING_URI=http://..., artifacts travel through the server only; the data
+    comes from a CIFAR-10 mirror over HTTP, with its own checksum."""
     port = _free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -183,7 +192,13 @@ def test_remote_tracking_server(project: Path, tmp_path: Path) -> None:
                     break
             except requests.RequestException:
                 time.sleep(1)
-        result = mlflow_run(project, "source=digits", "epochs=1", MLFLOW_TRACKING_URI=uri)
+        tarball = tmp_path / "cifar-10-python.tar.gz"
+        write_cifar_tarball(tarball, count=300)
+        with serve(FileServer(files={"/mirror/cifar.tgz": tarball.read_bytes()})) as mirror:
+            result = mlflow_run(
+                project, "source=cifar10", f"data_url={mirror.url('/mirror/cifar.tgz')}",
+                f"data_checksum={md5_spec(tarball)}", "epochs=1", MLFLOW_TRACKING_URI=uri,
+            )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         client = MlflowClient(uri)
         parent = pipeline_runs(client)[0]
@@ -192,6 +207,60 @@ def test_remote_tracking_server(project: Path, tmp_path: Path) -> None:
         assert all(run.info.status == "FINISHED" for run in steps.values())
         assert steps["train"].info.artifact_uri.startswith("mlflow-artifacts:")
         assert not (project / "mlruns" / "0" / steps["train"].info.run_id).exists()
+        assert steps["fetch"].data.params["num_train"] == "300"
+        assert steps["fetch"].data.tags["data.input_digest"] == md5_spec(tarball)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def write_pets(root: Path, empty_class: str = "") -> Path:
+    """A small image folder: PNG and JPEG of mixed sizes, one greyscale, one RGBA."""
+    for name, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (20 + 7 * i, 24), colour).save(root / name / f"{i}.png")
+        Image.new("L", (50, 40), 128).save(root / name / "grey.jpg")
+        Image.new("RGBA", (33, 33), (*colour, 128)).save(root / name / "alpha.png")
+    if empty_class:
+        (root / empty_class).mkdir()
+    return root
+
+
+def test_fetch_step_alone_on_an_image_folder(project: Path, first_run: Run, tmp_path: Path) -> None:
+    """`mlflow run steps/fetch` by itself, as the README shows: the folder mounted read-only."""
+    pets = write_pets(tmp_path / "my pets")
+    mlruns = project / "mlruns"
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    result = mlflow_run(
+        project, "source=imagefolder", f"data_url={pets}", "test_fraction=0.2",
+        uri="steps/fetch",
+        docker_args=(
+            f"volume={mlruns}:{mlruns}", f'mount=type=bind,"source={pets}","target={pets}",readonly'
+        ),
+        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = client.search_runs(["0"], f"tags.`{STEP_TAG}` = '{FETCH}'", order_by=["start_time DESC"])[0]
+    require_step_run(run.info.run_id, FETCH, client)
+    assert run.data.params["num_classes"] == "2"
+    assert run.data.params["num_train"] == "12"
+    assert run.data.params["num_test"] == "2"
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/samples.png", "plots/class_balance.png"}
+    assert leftover_containers() == []
+
+
+def test_pipeline_refuses_an_empty_class_naming_it(
+    project: Path, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    pets = write_pets(tmp_path / "pets", empty_class="bird")
+    result = mlflow_run(project, "source=imagefolder", f"data_url={pets}")
+    assert result.returncode != 0
+    assert "'bird'" in result.stdout + result.stderr
+    parent = pipeline_runs(local_store)[0]
+    assert parent.info.status == "FAILED"
+    fetch = children(local_store, parent)[FETCH]
+    assert fetch.info.status == "FAILED"
+    assert {a.path for a in local_store.list_artifacts(fetch.info.run_id)} == {"logs"}  # nothing partial
+    assert leftover_containers() == []

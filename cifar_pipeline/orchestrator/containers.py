@@ -34,7 +34,9 @@ def host_has_nvidia_gpu() -> bool:
     return result.returncode == 0 and b"GPU" in result.stdout
 
 
-def step_docker_args(step: str, tracking_uri: str, artifact_root: Path | None, gpus: bool) -> DockerArgs:
+def step_docker_args(
+    step: str, tracking_uri: str, artifact_root: Path | None, gpus: bool, read_only: list[Path] | None = None
+) -> DockerArgs:
     """`docker run` flags for one step, as MLflow's docker_args (one value per flag name).
 
     - network=host: the steps reach a tracking server on the host's loopback, and the
@@ -42,6 +44,8 @@ def step_docker_args(step: str, tracking_uri: str, artifact_root: Path | None, g
     - With a local store, MLflow mounts the sqlite file and the run's own artifact
       directory only; the step also reads upstream runs' artifacts through the MLflow
       API, so the store's artifact root is mounted at the same path.
+    - `read_only`: host paths the step reads (a local data folder or archive), mounted
+      read-only at the same path. MLflow passes one flag per name, so at most one.
     """
     args: DockerArgs = {"network": "host", "label": f"cifar-pipeline.step={step}"}
     if is_local_store(tracking_uri) and artifact_root is not None:
@@ -49,6 +53,11 @@ def step_docker_args(step: str, tracking_uri: str, artifact_root: Path | None, g
     if step in STEPS_NEEDING_DOCKER:
         socket = docker_socket()
         args["v"] = f"{socket}:/var/run/docker.sock"
+    if read_only:
+        if len(read_only) > 1:
+            raise ValueError(f"one read-only mount per step; got {read_only}")
+        path = str(read_only[0]).replace('"', '""')  # docker parses --mount as CSV: quote the paths
+        args["mount"] = f'type=bind,"source={path}","target={path}",readonly'
     if step == TRAIN and gpus:
         args["gpus"] = "all"
     return args

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.entities import RunStatus
@@ -112,9 +112,33 @@ def as_dict(node: Any) -> dict[str, Any]:
     return {str(key): value for key, value in container.items()}
 
 
+def local_data_path(data: DictConfig) -> Path | None:
+    """The absolute host path that `data.data_url` names, checked; None for URLs and built-in data.
+
+    The fetch container sees this path only because it is mounted (read-only, at the same
+    path), so a relative path is made absolute and a missing one refused before any container.
+    """
+    url = str(data.get("data_url") or "")
+    if data.source == "imagefolder" and not url:
+        raise PipelineError(
+            "data.data_url is required for source=imagefolder: a folder, .zip or .tar.gz of class folders"
+        )
+    scheme = urlparse(url).scheme
+    if not url or scheme in ("http", "https"):
+        return None
+    if scheme not in ("", "file"):
+        raise PipelineError(f"data.data_url={url!r}: expected an http(s) URL or a local path")
+    path = Path(unquote(urlparse(url).path) if scheme == "file" else url).expanduser().resolve()
+    if not path.exists():
+        raise PipelineError(f"data.data_url={url!r}: no such file or directory ({path})")
+    return path
+
+
 def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dict[str, Any]:
     if step == FETCH:
-        return {**as_dict(cfg.data), "seed": cfg.seed}
+        params = {**as_dict(cfg.data), "seed": cfg.seed}
+        local = local_data_path(cfg.data)
+        return {**params, "data_url": str(local)} if local else params
     if step == TRAIN:
         return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **as_dict(cfg.train)}
     if step == BUILD:
@@ -146,12 +170,14 @@ class Pipeline:
         validate_resume(upstream, self.client)
         for key, run_id in upstream.items():
             self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0))
+        data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
         self._build_step_image(docker)
         for step in steps:
             param = UPSTREAM_PARAM.get(step)
-            result = self._run_step(step, step_parameters(step, self.cfg, upstream), wants_gpu)
+            mounts = [data_mount] if step == FETCH and data_mount else []
+            result = self._run_step(step, step_parameters(step, self.cfg, upstream), wants_gpu, mounts)
             self.results.append(result)
             if result.status != FINISHED:
                 raise PipelineError(
@@ -189,12 +215,12 @@ class Pipeline:
             )
         mlflow.set_tag("pipeline.step_image_id", image.id)
 
-    def _run_step(self, step: str, params: dict[str, Any], gpus: bool) -> StepResult:
+    def _run_step(self, step: str, params: dict[str, Any], gpus: bool, mounts: list[Path]) -> StepResult:
         parent = mlflow.active_run()
         assert parent is not None
         experiment_id = parent.info.experiment_id
         args = step_docker_args(
-            step, mlflow.get_tracking_uri(), local_artifact_root(experiment_id, self.client), gpus
+            step, mlflow.get_tracking_uri(), local_artifact_root(experiment_id, self.client), gpus, mounts
         )
         container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
         args["name"] = container

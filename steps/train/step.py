@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         require_step_run(args.data_run_id, FETCH)
         dataset = read_dataset(download(args.data_run_id, "data", work_dir))
         manifest = dataset.manifest
+        if "digest" in manifest:  # the data version, so train runs filter by it as fetch runs do
+            mlflow.set_tag("data.digest", manifest["digest"])
 
         model = Classifier(len(dataset.class_names), manifest["mean"], manifest["std"])
         mlflow.log_params(
