@@ -1,6 +1,6 @@
 """Write a synthetic tarball in the official cifar-10-python layout, for timing the fetch step.
 
-    python bench/make_cifar_tarball.py /tmp/cifar-10-python.tar.gz --train 50000 --test 10000
+    python -m bench.make_cifar_tarball /tmp/cifar-10-python.tar.gz --train 50000 --test 10000
 
 Prints the path, size and the `data_checksum` to pass to fetch. Random pixels compress
 worse than real photos, so the file is a little larger than the official 163 MB one.

@@ -147,12 +147,16 @@ def test_truncated_file_with_its_own_checksum_is_refused_as_unreadable(cifar_tar
         cifar10.load(str(short), md5_spec(short), tmp_path / "work")
 
 
-def test_missing_batch_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "partial.tar.gz"
+def tar_with_one_file(path: Path, member: str, payload: bytes) -> Path:
     with tarfile.open(path, "w:gz") as archive:
-        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
-        info.size = 2
-        archive.addfile(info, io.BytesIO(b"{}"))
+        info = tarfile.TarInfo(member)
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def test_missing_batch_is_named(tmp_path: Path) -> None:
+    path = tar_with_one_file(tmp_path / "partial.tar.gz", "cifar-10-batches-py/data_batch_1", b"{}")
     with pytest.raises(ArchiveError, match=r"partial\.tar\.gz: missing data_batch_2.*test_batch"):
         cifar10.load(str(path), md5_spec(path), tmp_path / "work")
 
@@ -170,11 +174,7 @@ def test_missing_local_file_is_named(tmp_path: Path) -> None:
 
 
 def test_member_escaping_extraction_dir_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "evil.tar.gz"
-    with tarfile.open(path, "w:gz") as archive:
-        info = tarfile.TarInfo("../escape.txt")
-        info.size = 1
-        archive.addfile(info, io.BytesIO(b"x"))
+    path = tar_with_one_file(tmp_path / "evil.tar.gz", "../escape.txt", b"x")
     with pytest.raises(ArchiveError, match=r"evil\.tar\.gz: member '\.\./escape\.txt' escapes"):
         cifar10.load(str(path), md5_spec(path), tmp_path / "work")
     assert not (tmp_path / "escape.txt").exists()

@@ -1,0 +1,1 @@
+"""Benchmarks and the data they need; run from the repository root as `python -m bench.<name>`."""
