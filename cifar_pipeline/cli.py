@@ -33,6 +33,17 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"{value!r}: expected true or false")
 
 
+def parse_int(value: str) -> int:
+    """An MLproject number as an int: MLflow's float parameters arrive as "4" or "4.0"."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number") from None
+    if not number.is_integer():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number")
+    return int(number)
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout

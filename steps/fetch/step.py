@@ -19,7 +19,7 @@ import mlflow
 from mlflow.data.numpy_dataset import from_numpy
 
 from cifar_pipeline import data_plots
-from cifar_pipeline.cli import parse_bool, run_main
+from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset, write_dataset
 from cifar_pipeline.sources.download import RetryPolicy
 from cifar_pipeline.sources.request import FetchRequest
@@ -37,9 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-url", default="")
     parser.add_argument("--data-checksum", default="")
     parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=float, default=0)
+    parser.add_argument("--seed", type=parse_int, default=0)
     parser.add_argument("--reuse", type=parse_bool, default=False)
-    parser.add_argument("--download-attempts", type=float, default=5)
+    parser.add_argument("--download-attempts", type=parse_int, default=5)
     return parser.parse_args(argv)
 
 
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
             data_url=args.data_url,
             data_checksum=args.data_checksum,
             test_fraction=args.test_fraction,
-            seed=int(args.seed),
-            retry=RetryPolicy(attempts=int(args.download_attempts)),
+            seed=args.seed,
+            retry=RetryPolicy(attempts=args.download_attempts),
         )
         work_dir, stage = Path(work), Path(work) / "stage"
         earlier = None

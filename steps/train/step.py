@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from mlflow.models import infer_signature
 
-from cifar_pipeline.cli import run_main
+from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import read_dataset
 from cifar_pipeline.model import Classifier, parameter_count
 from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
@@ -36,15 +36,20 @@ class ParityError(RuntimeError):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-run-id", required=True)
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--epochs", type=parse_int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=parse_int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--momentum", type=float, default=TrainConfig.momentum)
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--seed", type=parse_int, default=TrainConfig.seed)
     parser.add_argument("--device", default=TrainConfig.device)
-    parser.add_argument("--reference-size", type=int, default=256)
+    parser.add_argument("--recipe", default=TrainConfig.recipe)
+    parser.add_argument("--channels-last", type=parse_bool, default=TrainConfig.channels_last)
+    parser.add_argument("--bf16", type=parse_bool, default=TrainConfig.bf16)
+    parser.add_argument("--compile", type=parse_bool, default=TrainConfig.compile)
+    parser.add_argument("--workers", type=parse_int, default=TrainConfig.workers)
+    parser.add_argument("--reference-size", type=parse_int, default=256)
     parser.add_argument("--parity-tolerance", type=float, default=1e-3)
     return parser.parse_args(argv)
 
@@ -74,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         label_smoothing=args.label_smoothing,
         seed=args.seed,
         device=args.device,
+        recipe=args.recipe,
+        channels_last=args.channels_last,
+        bf16=args.bf16,
+        compile=args.compile,
+        workers=args.workers,
     )
     device = resolve_device(config.device)  # a bad device fails before any work
     with (
