@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,10 @@ DEVICES = ("auto", "cpu", "cuda")
 RECIPES = ("fast", "classic")
 CROP_PADDING = 4
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+Checkpoint = dict[str, Any]
+# Settings that change how fast training runs, not what it computes: a resumed run may
+# change them; every other TrainConfig field must match the checkpoint.
+RUNTIME_FIELDS = ("device", "workers", "compile")
 
 
 class DeviceError(RuntimeError):
@@ -153,8 +158,15 @@ def train(
     train_split: Split,
     test_split: Split,
     config: TrainConfig,
-    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    on_epoch: Callable[[EpochMetrics, Checkpoint], None] | None = None,
+    resume_from: Checkpoint | None = None,
 ) -> list[EpochMetrics]:
+    """Train `model` for `config.epochs`; `on_epoch` gets each epoch's metrics and a checkpoint.
+
+    With `resume_from` (a checkpoint from `on_epoch`), training continues after its
+    epoch with the model, optimiser, schedule and every random state restored, so the
+    result equals an uninterrupted run's.
+    """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -168,6 +180,7 @@ def train(
     )
     test_x = torch.from_numpy(test_split.images).to(device)
     test_y = torch.from_numpy(test_split.labels).to(device)
+    loader_generator = torch.Generator().manual_seed(config.seed)  # the classic recipe's shuffle
     if config.recipe == "fast":
         train_x = torch.from_numpy(train_split.images).to(device)
         train_y = torch.from_numpy(train_split.labels).to(device)
@@ -186,7 +199,7 @@ def train(
             # the workers; spawned workers start clean.
             multiprocessing_context="spawn" if config.workers > 0 else None,
             pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(config.seed),
+            generator=loader_generator,
         )
         batches = partial(loader_batches, loader, device)
 
@@ -205,8 +218,38 @@ def train(
     log.info("training on %s (%s recipe): %d images, %d steps/epoch", device, config.recipe,
              len(train_split.labels), steps_per_epoch)  # fmt: skip
 
+    def checkpoint(epoch: int) -> Checkpoint:
+        return {
+            "epoch": epoch,
+            "config": asdict(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "generator": generator.get_state(),
+                "loader": loader_generator.get_state() if config.recipe == "classic" else None,
+                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            },
+        }
+
+    first_epoch = 1
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        schedule.load_state_dict(resume_from["schedule"])
+        rng = resume_from["rng"]
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["generator"])
+        if rng["loader"] is not None and config.recipe == "classic":
+            loader_generator.set_state(rng["loader"])
+        if rng["cuda"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        first_epoch = int(resume_from["epoch"]) + 1
+        log.info("resuming after epoch %d of %d", first_epoch - 1, config.epochs)
+
     history: list[EpochMetrics] = []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()  # evaluate() leaves the model in eval mode
         started = time.perf_counter()
         # Sums stay on the device: a .item() per step would stall the GPU every step.
@@ -248,10 +291,17 @@ def train(
         )
         history.append(metrics)
         if on_epoch is not None:
-            on_epoch(metrics)
+            on_epoch(metrics, checkpoint(epoch))
     model.cpu().eval()
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """`key: saved -> given` for every non-runtime field where a checkpoint and a config differ."""
+    given = asdict(config)
+    keys = sorted((set(saved) | set(given)) - set(RUNTIME_FIELDS))
+    return [f"{k}: {saved.get(k)!r} -> {given.get(k)!r}" for k in keys if saved.get(k) != given.get(k)]
 
 
 def reference_indices(num_test: int, size: int) -> np.ndarray:

@@ -12,21 +12,47 @@ import argparse
 import json
 import logging
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import onnx
+import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import read_dataset
 from cifar_pipeline.model import Classifier, parameter_count
 from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
-from cifar_pipeline.tracking import FETCH, TRAIN, download, require_step_run, step_run
-from cifar_pipeline.training import EpochMetrics, TrainConfig, reference_indices, resolve_device, train
+from cifar_pipeline.tracking import (
+    FETCH,
+    STEP_TAG,
+    TRAIN,
+    download,
+    lineage,
+    require_step_run,
+    step_run,
+    upstream_tag,
+)
+from cifar_pipeline.training import (
+    RUNTIME_FIELDS,
+    Checkpoint,
+    EpochMetrics,
+    TrainConfig,
+    config_differences,
+    reference_indices,
+    resolve_device,
+    train,
+)
 
 log = logging.getLogger(__name__)
+
+
+ARCHITECTURE = "vgg11_bn_cifar"
 
 
 class ParityError(RuntimeError):
@@ -35,7 +61,10 @@ class ParityError(RuntimeError):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-run-id", required=True)
+    parser.add_argument(
+        "--data-run-id", default="", help="a FINISHED fetch run; default with a resume: its data"
+    )
+    parser.add_argument("--resume-run-id", default="", help="an unfinished train run to continue")
     parser.add_argument("--epochs", type=parse_int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=parse_int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -54,22 +83,82 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+CHECKPOINT = "checkpoints/last.pt"
+RESUMED_TAG = "train.resumed_from"
+
+
+class ResumeError(ValueError):
+    """The run asked to be continued cannot be continued with this data or model."""
+
+
+EPOCH_METRICS = (
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "epoch_seconds",
+    "images_per_second",
+)
+
+
 def log_epoch(metrics: EpochMetrics) -> None:
-    mlflow.log_metrics(
-        {
-            "train_loss": metrics.train_loss,
-            "train_accuracy": metrics.train_accuracy,
-            "test_loss": metrics.test_loss,
-            "test_accuracy": metrics.test_accuracy,
-            "epoch_seconds": metrics.seconds,
-            "images_per_second": metrics.images_per_second,
-        },
-        step=metrics.epoch,
-    )
+    values = (metrics.train_loss, metrics.train_accuracy, metrics.test_loss, metrics.test_accuracy,
+              metrics.seconds, metrics.images_per_second)  # fmt: skip
+    mlflow.log_metrics(dict(zip(EPOCH_METRICS, values, strict=True)), step=metrics.epoch)
+
+
+def save_checkpoint(checkpoint: Checkpoint, work_dir: Path) -> None:
+    """Replace the run's `checkpoints/last.pt`: written locally first, then logged whole."""
+    path = work_dir / CHECKPOINT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    mlflow.log_artifact(str(path), "checkpoints")
+
+
+def load_resume(run_id: str, work_dir: Path) -> tuple[Checkpoint, str]:
+    """The last checkpoint of an unfinished train run, and the fetch run it trained on."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ResumeError(f"resume_run_id={run_id!r}: no such run") from exc
+    if run.data.tags.get(STEP_TAG) != TRAIN:
+        raise ResumeError(f"resume_run_id={run_id!r}: not a train run")
+    if run.info.status == "FINISHED":
+        raise ResumeError(f"resume_run_id={run_id!r}: already FINISHED; nothing to continue")
+    try:
+        local = download(run_id, CHECKPOINT, work_dir / "resume")
+    except (MlflowException, OSError) as exc:
+        raise ResumeError(
+            f"resume_run_id={run_id!r}: has no {CHECKPOINT} (it stopped before epoch 1 ended)"
+        ) from exc
+    checkpoint: Checkpoint = torch.load(local, map_location="cpu", weights_only=False)
+    return checkpoint, lineage(run).get("data_run_id", "")
+
+
+def check_resumable(checkpoint: Checkpoint, run_id: str, data: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse, naming every differing key, a checkpoint of other data, another model or another recipe."""
+    saved_data = checkpoint.get("data", {})
+    differences = [f"{k}: {saved_data.get(k)!r} -> {v!r}" for k, v in data.items() if saved_data.get(k) != v]
+    differences += config_differences(checkpoint["config"], config)
+    if differences:
+        raise ResumeError(f"resume_run_id={run_id!r}: checkpoint differs in " + "; ".join(differences))
+
+
+def copy_history(run_id: str, up_to_epoch: int) -> None:
+    """Give the continuing run the earlier epochs' metrics, so its curves start at epoch 1."""
+    client = MlflowClient()
+    for key in EPOCH_METRICS:
+        for metric in client.get_metric_history(run_id, key):
+            if metric.step <= up_to_epoch:
+                mlflow.log_metric(key, metric.value, step=metric.step)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if not args.data_run_id and not args.resume_run_id:
+        raise ResumeError("give data_run_id (a fetch run), or resume_run_id (a train run to continue)")
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -87,34 +176,61 @@ def main(argv: list[str] | None = None) -> None:
     )
     device = resolve_device(config.device)  # a bad device fails before any work
     with (
-        step_run(TRAIN, {"data_run_id": args.data_run_id}) as run,
+        step_run(TRAIN) as run,
         tempfile.TemporaryDirectory(prefix="train-") as work,
     ):
         work_dir = Path(work)
-        require_step_run(args.data_run_id, FETCH)
-        dataset = read_dataset(download(args.data_run_id, "data", work_dir))
+        resume_from, data_run_id = None, args.data_run_id
+        if args.resume_run_id:
+            resume_from, resumed_data_run = load_resume(args.resume_run_id, work_dir)
+            data_run_id = data_run_id or resumed_data_run
+            # The checkpoint's training settings rule (same epochs, schedule, seed); only
+            # runtime settings (device, workers, compile) come from this invocation.
+            runtime = {k: getattr(config, k) for k in RUNTIME_FIELDS}
+            config = TrainConfig(**{**resume_from["config"], **runtime})
+        mlflow.set_tag(upstream_tag("data_run_id"), data_run_id)
+        require_step_run(data_run_id, FETCH)
+        dataset = read_dataset(download(data_run_id, "data", work_dir))
         manifest = dataset.manifest
-        if "digest" in manifest:  # the data version, so train runs filter by it as fetch runs do
-            mlflow.set_tag("data.digest", manifest["digest"])
+        data_identity = {
+            "data.digest": manifest.get("digest", ""),
+            "class_names": dataset.class_names,
+            "architecture": ARCHITECTURE,
+        }
+        mlflow.set_tag("data.digest", data_identity["data.digest"])  # filter train runs by data version
+        if resume_from is not None:
+            check_resumable(resume_from, args.resume_run_id, data_identity, config)
+            mlflow.set_tags(
+                {RESUMED_TAG: args.resume_run_id, "train.resumed_after_epoch": resume_from["epoch"]}
+            )
+            copy_history(args.resume_run_id, resume_from["epoch"])
+        mlflow.log_params({f"train.{k}": v for k, v in asdict(config).items()})
 
+        def on_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
+            log_epoch(metrics)
+            save_checkpoint({**checkpoint, "data": data_identity}, work_dir)
+
+        torch.manual_seed(config.seed)  # the initial weights follow the seed too
         model = Classifier(len(dataset.class_names), manifest["mean"], manifest["std"])
         mlflow.log_params(
             {
                 "parameters": parameter_count(model),
                 "resolved_device": str(device),
-                "architecture": "vgg11_bn_cifar",
+                "architecture": ARCHITECTURE,
             }
         )
-        history = train(model, dataset.train, dataset.test, config, on_epoch=log_epoch)
+        history = train(
+            model, dataset.train, dataset.test, config, on_epoch=on_epoch, resume_from=resume_from
+        )
         final = history[-1]
         mlflow.log_metric("final_test_accuracy", final.test_accuracy)
 
         onnx_path = export_onnx(model, work_dir / "onnx" / "model.onnx")
         metadata = {
             "model_run_id": run.info.run_id,
-            "data_run_id": args.data_run_id,
+            "data_run_id": data_run_id,
             "class_names": dataset.class_names,
-            "architecture": "vgg11_bn_cifar",
+            "architecture": ARCHITECTURE,
             "input": {"shape": [-1, 32, 32, 3], "dtype": "uint8", "layout": "NHWC", "range": [0, 255]},
             "normalization": {"mean": manifest["mean"], "std": manifest["std"]},
             "test_accuracy": final.test_accuracy,

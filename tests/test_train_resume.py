@@ -1,0 +1,130 @@
+"""The train step in-process: checkpoints every epoch, a killed run continued to the same result."""
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from cifar_pipeline.dataset import Split, write_dataset
+from cifar_pipeline.tracking import FETCH, STEP_TAG, lineage
+from steps.train import step
+
+EPOCHS = [
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--reference-size",
+    "16",
+]
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing on the way catches it."""
+
+
+def fake_fetch_run(tmp_path: Path, seed: int) -> str:
+    """A FINISHED fetch run holding a tiny random dataset (96 train / 32 test images)."""
+    rng = np.random.default_rng(seed)
+
+    def split(count: int) -> Split:
+        return Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, count))
+
+    out = tmp_path / f"data-{seed}"
+    write_dataset(
+        out, split(96), split(32), ["a", "b", "c", "d"], {"name": "test", "url": "", "input_digest": ""}
+    )
+    with mlflow.start_run() as run:
+        mlflow.set_tag(STEP_TAG, FETCH)
+        mlflow.log_artifacts(str(out), "data")
+    return run.info.run_id
+
+
+def reference_logits(client: MlflowClient, run_id: str, tmp_path: Path) -> np.ndarray:
+    path = client.download_artifacts(run_id, "reference/predictions.npz", str(tmp_path))
+    return np.load(path)["logits"]
+
+
+def kill_after_epoch(monkeypatch: pytest.MonkeyPatch, last_epoch: int) -> None:
+    original = step.save_checkpoint
+
+    def save_then_die(checkpoint: dict, work_dir: Path) -> None:
+        original(checkpoint, work_dir)
+        if checkpoint["epoch"] == last_epoch:
+            raise Killed
+
+    monkeypatch.setattr(step, "save_checkpoint", save_then_die)
+
+
+@pytest.fixture
+def data_run(mlflow_store: str, tmp_path: Path) -> str:
+    return fake_fetch_run(tmp_path, seed=0)
+
+
+def test_killed_run_continues_to_the_uninterrupted_result(
+    data_run: str, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(mlflow_store)
+    torch.manual_seed(0)
+    step.main(["--data-run-id", data_run, *EPOCHS])
+    straight = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
+
+    kill_after_epoch(monkeypatch, 1)
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        step.main(["--data-run-id", data_run, *EPOCHS])
+    killed = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'", order_by=["start_time DESC"])[0]
+    assert killed.info.status == "FAILED"
+    assert [a.path for a in client.list_artifacts(killed.info.run_id, "checkpoints")] == [
+        "checkpoints/last.pt"
+    ]
+    monkeypatch.undo()
+
+    # continued with default (different) settings on the command line: the checkpoint's rule
+    step.main(
+        ["--resume-run-id", killed.info.run_id, "--device", "cpu", "--workers", "0", "--reference-size", "16"]
+    )
+    resumed = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'", order_by=["start_time DESC"])[0]
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags[step.RESUMED_TAG] == killed.info.run_id
+    assert resumed.data.tags["train.resumed_after_epoch"] == "1"
+    assert lineage(resumed)["data_run_id"] == data_run
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "test_accuracy")] == [1, 2, 3]
+    assert resumed.data.params["train.epochs"] == "3"
+    # RNG, optimiser and schedule restored: the same model as the uninterrupted run
+    np.testing.assert_allclose(
+        reference_logits(client, resumed.info.run_id, tmp_path / "r"),
+        reference_logits(client, straight.info.run_id, tmp_path / "s"),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_resume_on_other_data_is_refused_naming_the_keys(
+    data_run: str, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(mlflow_store)
+    kill_after_epoch(monkeypatch, 1)
+    with pytest.raises(Killed):
+        step.main(["--data-run-id", data_run, *EPOCHS])
+    monkeypatch.undo()
+    killed = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
+    other = fake_fetch_run(tmp_path, seed=1)
+    with pytest.raises(
+        step.ResumeError, match=r"checkpoint differs in data\.digest: '[0-9a-f]+' -> '[0-9a-f]+'"
+    ):
+        step.main(["--resume-run-id", killed.info.run_id, "--data-run-id", other, *EPOCHS])
+
+
+def test_finished_or_foreign_runs_cannot_be_resumed(data_run: str, mlflow_store: str) -> None:
+    with pytest.raises(step.ResumeError, match="not a train run"):
+        step.main(["--resume-run-id", data_run, *EPOCHS])
+    with pytest.raises(step.ResumeError, match="give data_run_id"):
+        step.main(EPOCHS)
