@@ -24,6 +24,7 @@ STEP_TAG = "pipeline.step"
 UPSTREAM_PREFIX = "pipeline.upstream."
 PIPELINE_TAG = "pipeline.name"
 PIPELINE_NAME = "cifar-pipeline"
+QUALITY_GATE_TAG = "quality_gate"  # "passed" / "failed" on train runs
 
 FETCH, TRAIN, BUILD, SYSTEMTEST = "fetch", "train", "build", "systemtest"
 STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST)

@@ -1,5 +1,6 @@
-"""The train step in-process: checkpoints every epoch, a killed run continued to the same result."""
+"""The train step in-process: checkpoints, a killed run continued, evaluation, quality gate."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from cifar_pipeline.dataset import Split, write_dataset
-from cifar_pipeline.tracking import FETCH, STEP_TAG, lineage
+from cifar_pipeline.orchestrator.pipeline import Pipeline, PipelineError
+from cifar_pipeline.tracking import FETCH, QUALITY_GATE_TAG, STEP_TAG, lineage
 from steps.train import step
 
 EPOCHS = [
@@ -128,3 +131,33 @@ def test_finished_or_foreign_runs_cannot_be_resumed(data_run: str, mlflow_store:
         step.main(["--resume-run-id", data_run, *EPOCHS])
     with pytest.raises(step.ResumeError, match="give data_run_id"):
         step.main(EPOCHS)
+
+
+def test_evaluation_artifacts_and_the_quality_gate(data_run: str, mlflow_store: str, tmp_path: Path) -> None:
+    client = MlflowClient(mlflow_store)
+    step.main(["--data-run-id", data_run, *EPOCHS, "--min-accuracy", "1.01"])
+    run = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[QUALITY_GATE_TAG] == "failed"
+    assert run.data.tags["model.blessed"] == "false"
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/curves.png", "plots/confusion_matrix.png", "plots/misclassified.png"}
+    summary = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "evaluation/summary.json")).read_text()
+    )
+    assert np.asarray(summary["confusion"]).sum() == 32  # every test image counted once
+    assert summary["accuracy"] == pytest.approx(run.data.metrics["final_test_accuracy"])
+    assert set(summary["per_class_accuracy"]) == {"a", "b", "c", "d"}
+    assert 0.0 <= run.data.metrics["final_test_accuracy_flip_tta"] <= 1.0
+
+    cfg = OmegaConf.create({"train": {"min_accuracy": 1.01}})
+    with pytest.raises(PipelineError, match=r"below train\.min_accuracy=1\.01; the model is not blessed"):
+        Pipeline(cfg)._stop_unless_blessed(run.info.run_id)  # type: ignore[arg-type]
+
+
+def test_quality_gate_passes_at_the_threshold(data_run: str, mlflow_store: str) -> None:
+    step.main(["--data-run-id", data_run, *EPOCHS, "--min-accuracy", "0", "--flip-tta", "false"])
+    run = MlflowClient(mlflow_store).search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
+    assert run.data.tags[QUALITY_GATE_TAG] == "passed"
+    assert "model.blessed" not in run.data.tags
+    assert "final_test_accuracy_flip_tta" not in run.data.metrics

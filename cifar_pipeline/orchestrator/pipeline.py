@@ -31,6 +31,7 @@ from cifar_pipeline.tracking import (
     PIPELINE_NAME,
     PIPELINE_TAG,
     PRODUCES,
+    QUALITY_GATE_TAG,
     STEP_TAG,
     STEPS,
     SYSTEMTEST,
@@ -185,9 +186,21 @@ class Pipeline:
                     + (f", {param}={upstream[param]}" if param else "")
                     + "); its log is in the run's logs/ artifact"
                 )
+            if step == TRAIN:
+                self._stop_unless_blessed(result.run_id)
             if step in PRODUCES:
                 upstream[PRODUCES[step]] = result.run_id
                 mlflow.set_tag(f"pipeline.{PRODUCES[step]}", result.run_id)
+
+    def _stop_unless_blessed(self, train_run_id: str) -> None:
+        run = self.client.get_run(train_run_id)
+        if run.data.tags.get(QUALITY_GATE_TAG) == "failed":
+            accuracy = run.data.metrics.get("final_test_accuracy", float("nan"))
+            raise PipelineError(
+                f"train run {train_run_id}: test accuracy {accuracy:.4f} is below "
+                f"train.min_accuracy={self.cfg.train.min_accuracy}; the model is not blessed, "
+                "stopping before build"
+            )
 
     def _wants_gpu(self, steps: list[str]) -> bool:
         if TRAIN not in steps:

@@ -24,12 +24,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import evaluation
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
-from cifar_pipeline.dataset import read_dataset
+from cifar_pipeline.dataset import Dataset, read_dataset
 from cifar_pipeline.model import Classifier, parameter_count
 from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
 from cifar_pipeline.tracking import (
     FETCH,
+    QUALITY_GATE_TAG,
     STEP_TAG,
     TRAIN,
     download,
@@ -80,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=parse_int, default=TrainConfig.workers)
     parser.add_argument("--reference-size", type=parse_int, default=256)
     parser.add_argument("--parity-tolerance", type=float, default=1e-3)
+    parser.add_argument("--min-accuracy", type=float, default=0.0, help="quality gate on final test accuracy")
+    parser.add_argument("--flip-tta", type=parse_bool, default=True, help="also report flip-TTA accuracy")
     return parser.parse_args(argv)
 
 
@@ -155,6 +159,48 @@ def copy_history(run_id: str, up_to_epoch: int) -> None:
                 mlflow.log_metric(key, metric.value, step=metric.step)
 
 
+def evaluate_final(model: Classifier, dataset: Dataset, device: torch.device, flip_tta: bool) -> float:
+    """Per-class accuracy, confusion matrix, misclassified images and curves; returns test accuracy."""
+    names, labels = dataset.class_names, dataset.test.labels
+    predictions = evaluation.predict(model, dataset.test.images, device).argmax(1)
+    confusion = evaluation.confusion_matrix(labels, predictions, len(names))
+    accuracy = float((predictions == labels).mean())
+    per_class = evaluation.per_class_accuracy(confusion)
+    mlflow.log_dict(
+        {"accuracy": accuracy, "per_class_accuracy": dict(zip(names, per_class.tolist(), strict=True)),
+         "confusion": confusion.tolist(), "class_names": names},
+        "evaluation/summary.json",
+    )  # fmt: skip
+    mlflow.log_metrics({f"class_accuracy/{i:03d}": value for i, value in enumerate(per_class.tolist())})
+    if flip_tta:  # reported beside, never instead of, the plain accuracy that the image serves
+        tta = evaluation.predict(model, dataset.test.images, device, flip_tta=True).argmax(1)
+        mlflow.log_metric("final_test_accuracy_flip_tta", float((tta == labels).mean()))
+    client = MlflowClient()
+    run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    history = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+               for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")}  # fmt: skip
+    mlflow.log_figure(evaluation.curves_figure(history), "plots/curves.png")
+    mlflow.log_figure(evaluation.confusion_figure(confusion, names), "plots/confusion_matrix.png")
+    mlflow.log_figure(
+        evaluation.misclassified_figure(dataset.test.images, labels, predictions, names),
+        "plots/misclassified.png",
+    )
+    return accuracy
+
+
+def quality_gate(accuracy: float, min_accuracy: float) -> None:
+    """Tag the run: below `min_accuracy` it is not blessed and the pipeline stops before build."""
+    passed = accuracy >= min_accuracy
+    mlflow.set_tags(
+        {QUALITY_GATE_TAG: "passed" if passed else "failed", "quality_gate.min_accuracy": min_accuracy}
+    )
+    if not passed:
+        mlflow.set_tag("model.blessed", "false")
+        log.warning(
+            "quality gate failed: test accuracy %.4f < min_accuracy %.4f; not blessed", accuracy, min_accuracy
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.data_run_id and not args.resume_run_id:
@@ -224,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         final = history[-1]
         mlflow.log_metric("final_test_accuracy", final.test_accuracy)
+        quality_gate(evaluate_final(model, dataset, device, args.flip_tta), args.min_accuracy)
 
         onnx_path = export_onnx(model, work_dir / "onnx" / "model.onnx")
         metadata = {
