@@ -6,7 +6,13 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_pipeline.orchestrator.pipeline import PipelineError, plan, validate_resume
+from cifar_pipeline.orchestrator.pipeline import (
+    PipelineError,
+    continue_unfinished_training,
+    plan,
+    step_parameters,
+    validate_resume,
+)
 from cifar_pipeline.tracking import REQUIRED_ARTIFACTS, STEP_TAG, UpstreamError, require_step_run
 
 
@@ -85,3 +91,27 @@ def test_plan_starts_after_the_given_run(resume: dict[str, str], steps: list[str
 def test_plan_refuses_two_resume_points() -> None:
     with pytest.raises(PipelineError, match="at most one of"):
         plan(OmegaConf.create({"data_run_id": "a" * 32, "model_run_id": "b" * 32, "image_run_id": ""}))
+
+
+def test_unfinished_checkpointed_train_run_is_continued(mlflow_store, tmp_path: Path) -> None:
+    client = mlflow.MlflowClient()
+    killed = _fake_run("train", tmp_path, ("checkpoints/last.pt",), status="FAILED")
+    client.set_tag(killed, "pipeline.upstream.data_run_id", "d" * 32)
+    steps, upstream = continue_unfinished_training(*plan(OmegaConf.create({"model_run_id": killed})), client)
+    assert steps == ["train", "build", "systemtest"]
+    assert upstream == {"data_run_id": "d" * 32, "resume_run_id": killed}
+    cfg = OmegaConf.create({"seed": 0, "train": {"epochs": 3}})
+    assert step_parameters("train", cfg, upstream)["resume_run_id"] == killed
+
+
+def test_unfinished_train_run_without_checkpoint_is_refused(mlflow_store, tmp_path: Path) -> None:
+    killed = _fake_run("train", tmp_path, status="KILLED")
+    given = plan(OmegaConf.create({"model_run_id": killed}))
+    with pytest.raises(PipelineError, match=rf"train run {killed} is KILLED and has no checkpoints/last\.pt"):
+        continue_unfinished_training(*given, mlflow.MlflowClient())
+
+
+def test_finished_train_run_still_means_build_and_test(mlflow_store, tmp_path: Path) -> None:
+    done = _fake_run("train", tmp_path, REQUIRED_ARTIFACTS["train"])
+    given = plan(OmegaConf.create({"model_run_id": done}))
+    assert continue_unfinished_training(*given, mlflow.MlflowClient()) == given

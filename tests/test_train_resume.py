@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
@@ -161,3 +162,22 @@ def test_quality_gate_passes_at_the_threshold(data_run: str, mlflow_store: str) 
     assert run.data.tags[QUALITY_GATE_TAG] == "passed"
     assert "model.blessed" not in run.data.tags
     assert "final_test_accuracy_flip_tta" not in run.data.metrics
+
+
+def test_pytorch_model_is_logged_and_reproduces_the_reference(
+    data_run: str, mlflow_store: str, tmp_path
+) -> None:
+    client = MlflowClient(mlflow_store)
+    step.main(["--data-run-id", data_run, *EPOCHS])
+    run = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/pytorch_model")
+    reference = np.load(
+        client.download_artifacts(run.info.run_id, "reference/predictions.npz", str(tmp_path))
+    )
+    dataset_dir = Path(client.download_artifacts(data_run, "data", str(tmp_path)))
+    images = np.load(dataset_dir / "test_images.npy")[reference["indices"]]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(logits, reference["logits"], atol=1e-5)
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/pytorch_model")
+    assert info.signature is not None

@@ -38,6 +38,7 @@ from cifar_pipeline.tracking import (
     TRAIN,
     UPSTREAM_PARAM,
     UpstreamError,
+    lineage,
     require_step_run,
 )
 
@@ -77,6 +78,34 @@ def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
         if key in given:
             return list(STEPS[STEPS.index(first_step) :]), given
     return list(STEPS), {}
+
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def continue_unfinished_training(
+    steps: list[str], upstream: dict[str, str], client: MlflowClient
+) -> tuple[list[str], dict[str, str]]:
+    """A `model_run_id` naming a train run that did not finish, but checkpointed, is continued.
+
+    The plan becomes train (from that run's last checkpoint, on that run's data), build,
+    system test. Any other `model_run_id` is left for `validate_resume` to judge.
+    """
+    run_id = upstream.get("model_run_id", "")
+    if not run_id:
+        return steps, upstream
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return steps, upstream  # validate_resume names the problem
+    unfinished = run.info.status in ("FAILED", "KILLED")
+    if run.data.tags.get(STEP_TAG) != TRAIN or not unfinished:
+        return steps, upstream
+    if not any(a.path == CHECKPOINT for a in client.list_artifacts(run_id, "checkpoints")):
+        raise PipelineError(f"cannot resume: train run {run_id} is {run.info.status} and has no {CHECKPOINT}")
+    data_run_id = lineage(run).get("data_run_id", "")
+    log.info("train run %s is %s: continuing it from its last checkpoint", run_id, run.info.status)
+    return [TRAIN, BUILD, SYSTEMTEST], {"data_run_id": data_run_id, "resume_run_id": run_id}
 
 
 def validate_resume(given: dict[str, str], client: MlflowClient) -> None:
@@ -141,7 +170,8 @@ def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dic
         local = local_data_path(cfg.data)
         return {**params, "data_url": str(local)} if local else params
     if step == TRAIN:
-        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **as_dict(cfg.train)}
+        resume = {"resume_run_id": upstream["resume_run_id"]} if upstream.get("resume_run_id") else {}
+        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **as_dict(cfg.train), **resume}
     if step == BUILD:
         return {
             "model_run_id": upstream["model_run_id"],
@@ -167,10 +197,11 @@ class Pipeline:
         self.results: list[StepResult] = []
 
     def run(self) -> None:
-        steps, upstream = plan(self.cfg.resume)
-        validate_resume(upstream, self.client)
+        steps, upstream = continue_unfinished_training(*plan(self.cfg.resume), self.client)
+        validate_resume({k: v for k, v in upstream.items() if k in RESUME_INPUT_STEP}, self.client)
         for key, run_id in upstream.items():
-            self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0))
+            if key in RESUME_INPUT_STEP:
+                self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0))
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pytorch
 import numpy as np
 import onnx
 import torch
@@ -24,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+import cifar_pipeline
 from cifar_pipeline import evaluation
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset
@@ -304,11 +306,20 @@ def main(argv: list[str] | None = None) -> None:
 
         mlflow.log_artifacts(str(onnx_path.parent), "onnx")
         mlflow.log_artifacts(str(reference_dir), "reference")
+        signature = infer_signature(reference_images[:2], reference[:2])
         mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            signature=infer_signature(reference_images[:2], reference[:2]),
+            onnx.load(str(onnx_path)), name="model", signature=signature, input_example=reference_images[:2]
+        )
+        # The PyTorch model too (for fine-tuning and `mlflow.pytorch.load_model`). It pickles
+        # cifar_pipeline.model.Classifier, so the package travels with it; requirements are
+        # the pinned versions in use, not inferred (inference re-imports the model: slow).
+        mlflow.pytorch.log_model(
+            model,
+            name="pytorch_model",
+            signature=signature,
             input_example=reference_images[:2],
+            code_paths=[str(Path(cifar_pipeline.__file__).parent)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
         )
         log.info("test accuracy %.4f; ONNX parity max diff %.2e", final.test_accuracy, max_diff)
 
