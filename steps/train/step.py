@@ -139,7 +139,8 @@ def load_resume(run_id: str, work_dir: Path) -> tuple[Checkpoint, str]:
         raise ResumeError(
             f"resume_run_id={run_id!r}: has no {CHECKPOINT} (it stopped before epoch 1 ended)"
         ) from exc
-    checkpoint: Checkpoint = torch.load(local, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain containers only, so a checkpoint cannot run code on load
+    checkpoint: Checkpoint = torch.load(local, map_location="cpu", weights_only=True)
     return checkpoint, lineage(run).get("data_run_id", "")
 
 
