@@ -25,6 +25,7 @@ UPSTREAM_PREFIX = "pipeline.upstream."
 PIPELINE_TAG = "pipeline.name"
 PIPELINE_NAME = "cifar-pipeline"
 QUALITY_GATE_TAG = "quality_gate"  # "passed" / "failed" on train runs
+CHECKPOINT = "checkpoints/last.pt"  # a train run's latest checkpoint, replaced every epoch
 
 FETCH, TRAIN, BUILD, SYSTEMTEST = "fetch", "train", "build", "systemtest"
 STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST)

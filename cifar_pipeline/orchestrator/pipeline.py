@@ -27,6 +27,7 @@ from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_doc
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.tracking import (
     BUILD,
+    CHECKPOINT,
     FETCH,
     PIPELINE_NAME,
     PIPELINE_TAG,
@@ -78,9 +79,6 @@ def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
         if key in given:
             return list(STEPS[STEPS.index(first_step) :]), given
     return list(STEPS), {}
-
-
-CHECKPOINT = "checkpoints/last.pt"
 
 
 def continue_unfinished_training(

@@ -14,19 +14,25 @@ import logging
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import mlflow.pytorch
 import numpy as np
 import onnx
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import cifar_pipeline
 from cifar_pipeline import evaluation
+from cifar_pipeline.checkpoints import (
+    RESUMED_TAG,
+    ResumeError,
+    check_resumable,
+    copy_history,
+    load_resume,
+    save_checkpoint,
+)
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset
 from cifar_pipeline.model import Classifier, parameter_count
@@ -34,10 +40,8 @@ from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
 from cifar_pipeline.tracking import (
     FETCH,
     QUALITY_GATE_TAG,
-    STEP_TAG,
     TRAIN,
     download,
-    lineage,
     require_step_run,
     step_run,
     upstream_tag,
@@ -47,7 +51,6 @@ from cifar_pipeline.training import (
     Checkpoint,
     EpochMetrics,
     TrainConfig,
-    config_differences,
     reference_indices,
     resolve_device,
     train,
@@ -89,14 +92,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-CHECKPOINT = "checkpoints/last.pt"
-RESUMED_TAG = "train.resumed_from"
-
-
-class ResumeError(ValueError):
-    """The run asked to be continued cannot be continued with this data or model."""
-
-
 EPOCH_METRICS = (
     "train_loss",
     "train_accuracy",
@@ -111,55 +106,6 @@ def log_epoch(metrics: EpochMetrics) -> None:
     values = (metrics.train_loss, metrics.train_accuracy, metrics.test_loss, metrics.test_accuracy,
               metrics.seconds, metrics.images_per_second)  # fmt: skip
     mlflow.log_metrics(dict(zip(EPOCH_METRICS, values, strict=True)), step=metrics.epoch)
-
-
-def save_checkpoint(checkpoint: Checkpoint, work_dir: Path) -> None:
-    """Replace the run's `checkpoints/last.pt`: written locally first, then logged whole."""
-    path = work_dir / CHECKPOINT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    mlflow.log_artifact(str(path), "checkpoints")
-
-
-def load_resume(run_id: str, work_dir: Path) -> tuple[Checkpoint, str]:
-    """The last checkpoint of an unfinished train run, and the fetch run it trained on."""
-    client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise ResumeError(f"resume_run_id={run_id!r}: no such run") from exc
-    if run.data.tags.get(STEP_TAG) != TRAIN:
-        raise ResumeError(f"resume_run_id={run_id!r}: not a train run")
-    if run.info.status == "FINISHED":
-        raise ResumeError(f"resume_run_id={run_id!r}: already FINISHED; nothing to continue")
-    try:
-        local = download(run_id, CHECKPOINT, work_dir / "resume")
-    except (MlflowException, OSError) as exc:
-        raise ResumeError(
-            f"resume_run_id={run_id!r}: has no {CHECKPOINT} (it stopped before epoch 1 ended)"
-        ) from exc
-    # weights_only: tensors and plain containers only, so a checkpoint cannot run code on load
-    checkpoint: Checkpoint = torch.load(local, map_location="cpu", weights_only=True)
-    return checkpoint, lineage(run).get("data_run_id", "")
-
-
-def check_resumable(checkpoint: Checkpoint, run_id: str, data: dict[str, Any], config: TrainConfig) -> None:
-    """Refuse, naming every differing key, a checkpoint of other data, another model or another recipe."""
-    saved_data = checkpoint.get("data", {})
-    differences = [f"{k}: {saved_data.get(k)!r} -> {v!r}" for k, v in data.items() if saved_data.get(k) != v]
-    differences += config_differences(checkpoint["config"], config)
-    if differences:
-        raise ResumeError(f"resume_run_id={run_id!r}: checkpoint differs in " + "; ".join(differences))
-
-
-def copy_history(run_id: str, up_to_epoch: int) -> None:
-    """Give the continuing run the earlier epochs' metrics, so its curves start at epoch 1."""
-    client = MlflowClient()
-    for key in EPOCH_METRICS:
-        for metric in client.get_metric_history(run_id, key):
-            if metric.step <= up_to_epoch:
-                mlflow.log_metric(key, metric.value, step=metric.step)
 
 
 def evaluate_final(model: Classifier, dataset: Dataset, device: torch.device, flip_tta: bool) -> float:
@@ -252,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.set_tags(
                 {RESUMED_TAG: args.resume_run_id, "train.resumed_after_epoch": resume_from["epoch"]}
             )
-            copy_history(args.resume_run_id, resume_from["epoch"])
+            copy_history(args.resume_run_id, resume_from["epoch"], EPOCH_METRICS)
         mlflow.log_params({f"train.{k}": v for k, v in asdict(config).items()})
 
         def on_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
