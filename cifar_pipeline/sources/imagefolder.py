@@ -50,10 +50,8 @@ def _files(path: Path) -> list[Path]:
 def tree_digest(root: Path) -> str:
     """sha256 over every visible file's relative path and content: the folder's identity."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root)
-        if all(_visible(Path(part)) for part in relative.parts):
-            digest.update(f"{relative.as_posix()}\0{file_digest(path)}\n".encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and _hidden_free(p, root)):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{file_digest(path)}\n".encode())
     return digest.hexdigest()
 
 

@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import mlflow
@@ -154,21 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.data_run_id and not args.resume_run_id:
         raise ResumeError("give data_run_id (a fetch run), or resume_run_id (a train run to continue)")
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        seed=args.seed,
-        device=args.device,
-        recipe=args.recipe,
-        channels_last=args.channels_last,
-        bf16=args.bf16,
-        compile=args.compile,
-        workers=args.workers,
-    )
+    # argparse's dest names are TrainConfig's field names, one for one
+    config = TrainConfig(**{field.name: getattr(args, field.name) for field in fields(TrainConfig)})
     device = resolve_device(config.device)  # a bad device fails before any work
     with (
         step_run(TRAIN) as run,
