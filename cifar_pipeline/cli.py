@@ -45,9 +45,21 @@ def parse_int(value: str) -> int:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
-    )
+    """INFO and up to stdout (and to the step's log artifact, see tracking.step_run).
+
+    An import (the ONNX exporter's) has already set the root logger up at ERROR on
+    stderr, which would silence every INFO line: its plain console handler is replaced
+    (handlers of other kinds, such as pytest's capture, are kept) and the level reset.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    root.setLevel(logging.INFO)
+    for chatty in ("onnx_ir", "onnxscript"):  # a dozen INFO lines per export about graph passes
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def run_main(step: str, main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
