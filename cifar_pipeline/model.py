@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-VGG11 = "A"  # torchvision's name for the 11-layer configuration
+# torchvision's names for the VGG layer configurations; VGG11 is the pipeline's model
+VGG_CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
 FEATURES = 512  # 32x32 input after five 2x2 max-pools: 512 x 1 x 1
 
 
@@ -34,10 +35,16 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def vgg11_bn_cifar(num_classes: int = 10) -> nn.Sequential:
-    """The CIFAR variant: torchvision's VGG11-BN features, a single 512 -> classes head."""
+def architecture_name(arch: str, batch_norm: bool) -> str:
+    return f"{arch}{'_bn' if batch_norm else ''}_cifar"
+
+
+def vgg_cifar(num_classes: int = 10, arch: str = "vgg11", batch_norm: bool = True) -> nn.Sequential:
+    """The CIFAR variant: torchvision's VGG features, a single 512 -> classes head."""
+    if arch not in VGG_CONFIGS:
+        raise ValueError(f"arch={arch!r}: expected one of {', '.join(VGG_CONFIGS)}")
     return nn.Sequential(
-        make_layers(cfgs[VGG11], batch_norm=True),
+        make_layers(cfgs[VGG_CONFIGS[arch]], batch_norm=batch_norm),
         nn.Flatten(),
         nn.Linear(FEATURES, num_classes),
     )
@@ -46,10 +53,17 @@ def vgg11_bn_cifar(num_classes: int = 10) -> nn.Sequential:
 class Classifier(nn.Module):
     """Normalisation + network: the module that is trained, evaluated and exported."""
 
-    def __init__(self, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        arch: str = "vgg11",
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
-        self.net = vgg11_bn_cifar(num_classes)
+        self.net = vgg_cifar(num_classes, arch, batch_norm)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(images))

@@ -48,11 +48,11 @@ def test_unknown_key_is_refused() -> None:
 
 
 def test_overrides_parameter_is_split_into_hydra_overrides() -> None:
-    argv = ["main.py", "data=digits", "overrides=train.lr=0.1 'serve.image_repo=my repo'", "x=1"]
+    argv = ["main.py", "data=digits", "overrides=optim.lr=0.1 'serve.image_repo=my repo'", "x=1"]
     assert expand_overrides(argv) == [
         "main.py",
         "data=digits",
-        "train.lr=0.1",
+        "optim.lr=0.1",
         "serve.image_repo=my repo",
         "x=1",
     ]

@@ -100,7 +100,7 @@ def test_unfinished_checkpointed_train_run_is_continued(mlflow_store, tmp_path: 
     steps, upstream = continue_unfinished_training(*plan(OmegaConf.create({"model_run_id": killed})), client)
     assert steps == ["train", "build", "systemtest"]
     assert upstream == {"data_run_id": "d" * 32, "resume_run_id": killed}
-    cfg = OmegaConf.create({"seed": 0, "train": {"epochs": 3}})
+    cfg = OmegaConf.create({"seed": 0, "model": {}, "optim": {}, "train": {"epochs": 3}})
     assert step_parameters("train", cfg, upstream)["resume_run_id"] == killed
 
 

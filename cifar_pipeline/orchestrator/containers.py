@@ -58,6 +58,9 @@ def step_docker_args(
             raise ValueError(f"one read-only mount per step; got {read_only}")
         path = str(read_only[0]).replace('"', '""')  # docker parses --mount as CSV: quote the paths
         args["mount"] = f'type=bind,"source={path}","target={path}",readonly'
-    if step == TRAIN and gpus:
-        args["gpus"] = "all"
+    if step == TRAIN:
+        # DataLoader workers pass batches, and NCCL ranks talk, through /dev/shm: Docker's 64 MB is too small
+        args["shm-size"] = "2g"
+        if gpus:
+            args["gpus"] = "all"
     return args

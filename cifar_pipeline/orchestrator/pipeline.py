@@ -169,7 +169,8 @@ def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dic
         return {**params, "data_url": str(local)} if local else params
     if step == TRAIN:
         resume = {"resume_run_id": upstream["resume_run_id"]} if upstream.get("resume_run_id") else {}
-        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **as_dict(cfg.train), **resume}
+        settings = {**as_dict(cfg.model), **as_dict(cfg.optim), **as_dict(cfg.train)}
+        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **settings, **resume}
     if step == BUILD:
         return {
             "model_run_id": upstream["model_run_id"],

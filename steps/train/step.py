@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import mlflow.pytorch
@@ -35,7 +37,14 @@ from cifar_pipeline.checkpoints import (
 )
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset
-from cifar_pipeline.model import Classifier, parameter_count
+from cifar_pipeline.distributed import (
+    World,
+    launched_by_torchrun,
+    process_group,
+    relaunch_with_torchrun,
+    world_from_env,
+)
+from cifar_pipeline.model import Classifier, architecture_name, parameter_count
 from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
 from cifar_pipeline.tracking import (
     FETCH,
@@ -59,9 +68,6 @@ from cifar_pipeline.training import (
 log = logging.getLogger(__name__)
 
 
-ARCHITECTURE = "vgg11_bn_cifar"
-
-
 class ParityError(RuntimeError):
     """The exported ONNX model does not reproduce the PyTorch model."""
 
@@ -72,11 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-run-id", default="", help="a FINISHED fetch run; default with a resume: its data"
     )
     parser.add_argument("--resume-run-id", default="", help="an unfinished train run to continue")
+    parser.add_argument("--arch", default=TrainConfig.arch, help="vgg11, vgg13, vgg16, vgg19")
+    parser.add_argument("--batch-norm", type=parse_bool, default=TrainConfig.batch_norm)
     parser.add_argument("--epochs", type=parse_int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=parse_int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--batch-size", type=parse_int, default=TrainConfig.batch_size, help="global batch")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak rate for base_batch_size")
+    parser.add_argument("--base-batch-size", type=parse_int, default=TrainConfig.base_batch_size)
     parser.add_argument("--momentum", type=float, default=TrainConfig.momentum)
+    parser.add_argument("--nesterov", type=parse_bool, default=TrainConfig.nesterov)
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    parser.add_argument("--schedule", default=TrainConfig.schedule, help="onecycle or cosine")
+    parser.add_argument("--warmup-fraction", type=float, default=TrainConfig.warmup_fraction)
     parser.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
     parser.add_argument("--seed", type=parse_int, default=TrainConfig.seed)
     parser.add_argument("--device", default=TrainConfig.device)
@@ -85,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bf16", type=parse_bool, default=TrainConfig.bf16)
     parser.add_argument("--compile", type=parse_bool, default=TrainConfig.compile)
     parser.add_argument("--workers", type=parse_int, default=TrainConfig.workers)
+    # not --nproc: torchrun would take that for an abbreviation of its own --nproc-per-node
+    parser.add_argument("--processes", dest="nproc", type=parse_int, default=TrainConfig.nproc, help="GPUs")
     parser.add_argument("--reference-size", type=parse_int, default=256)
     parser.add_argument("--parity-tolerance", type=float, default=1e-3)
     parser.add_argument("--min-accuracy", type=float, default=0.0, help="quality gate on final test accuracy")
@@ -150,6 +164,46 @@ def quality_gate(accuracy: float, min_accuracy: float) -> None:
         )
 
 
+@dataclass
+class Inputs:
+    """What every rank needs before training: settings, data, and the checkpoint to continue."""
+
+    config: TrainConfig
+    data_run_id: str
+    dataset: Dataset
+    data_identity: dict[str, Any]
+    resume_from: Checkpoint | None
+
+
+def read_inputs(args: argparse.Namespace, config: TrainConfig, work_dir: Path) -> Inputs:
+    resume_from, data_run_id = None, args.data_run_id
+    if args.resume_run_id:
+        resume_from, resumed_data_run = load_resume(args.resume_run_id, work_dir)
+        data_run_id = data_run_id or resumed_data_run
+        # The checkpoint's training settings rule (same epochs, schedule, seed); only
+        # runtime settings (device, workers, compile, nproc) come from this invocation.
+        runtime = {k: getattr(config, k) for k in RUNTIME_FIELDS}
+        config = TrainConfig(**{**resume_from["config"], **runtime})
+    require_step_run(data_run_id, FETCH)
+    dataset = read_dataset(download(data_run_id, "data", work_dir))
+    data_identity = {
+        "data.digest": dataset.manifest.get("digest", ""),
+        "class_names": dataset.class_names,
+        "architecture": architecture_name(config.arch, config.batch_norm),
+    }
+    if resume_from is not None:
+        check_resumable(resume_from, args.resume_run_id, data_identity, config)
+    return Inputs(config, data_run_id, dataset, data_identity, resume_from)
+
+
+def new_model(inputs: Inputs) -> Classifier:
+    torch.manual_seed(inputs.config.seed)  # the initial weights follow the seed too, on every rank
+    manifest, config = inputs.dataset.manifest, inputs.config
+    return Classifier(
+        len(inputs.dataset.class_names), manifest["mean"], manifest["std"], config.arch, config.batch_norm
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.data_run_id and not args.resume_run_id:
@@ -157,105 +211,113 @@ def main(argv: list[str] | None = None) -> None:
     # argparse's dest names are TrainConfig's field names, one for one
     config = TrainConfig(**{field.name: getattr(args, field.name) for field in fields(TrainConfig)})
     device = resolve_device(config.device)  # a bad device fails before any work
+    if config.nproc > 1 and not launched_by_torchrun():
+        relaunch_with_torchrun(config.nproc, __spec__.name, sys.argv[1:] if argv is None else argv)
+    world = world_from_env()
+    if world.size != config.nproc:
+        raise ValueError(f"nproc={config.nproc}, but torchrun started {world.size} processes")
+    with process_group(world, device):
+        if world.is_main:
+            train_and_log(args, config, device, world)
+        else:  # a helper rank: trains its share, logs nothing
+            with tempfile.TemporaryDirectory(prefix="train-") as work:
+                inputs = read_inputs(args, config, Path(work))
+                train(new_model(inputs), inputs.dataset.train, inputs.dataset.test, inputs.config,
+                      resume_from=inputs.resume_from, world=world)  # fmt: skip
+
+
+def train_and_log(args: argparse.Namespace, config: TrainConfig, device: torch.device, world: World) -> None:
     with (
         step_run(TRAIN) as run,
         tempfile.TemporaryDirectory(prefix="train-") as work,
     ):
         work_dir = Path(work)
-        resume_from, data_run_id = None, args.data_run_id
-        if args.resume_run_id:
-            resume_from, resumed_data_run = load_resume(args.resume_run_id, work_dir)
-            data_run_id = data_run_id or resumed_data_run
-            # The checkpoint's training settings rule (same epochs, schedule, seed); only
-            # runtime settings (device, workers, compile) come from this invocation.
-            runtime = {k: getattr(config, k) for k in RUNTIME_FIELDS}
-            config = TrainConfig(**{**resume_from["config"], **runtime})
-        mlflow.set_tag(upstream_tag("data_run_id"), data_run_id)
-        require_step_run(data_run_id, FETCH)
-        dataset = read_dataset(download(data_run_id, "data", work_dir))
-        manifest = dataset.manifest
-        data_identity = {
-            "data.digest": manifest.get("digest", ""),
-            "class_names": dataset.class_names,
-            "architecture": ARCHITECTURE,
-        }
-        mlflow.set_tag("data.digest", data_identity["data.digest"])  # filter train runs by data version
-        if resume_from is not None:
-            check_resumable(resume_from, args.resume_run_id, data_identity, config)
-            mlflow.set_tags(
-                {RESUMED_TAG: args.resume_run_id, "train.resumed_after_epoch": resume_from["epoch"]}
-            )
-            copy_history(args.resume_run_id, resume_from["epoch"], EPOCH_METRICS)
+        if args.data_run_id:
+            mlflow.set_tag(upstream_tag("data_run_id"), args.data_run_id)
+        inputs = read_inputs(args, config, work_dir)
+        config, dataset = inputs.config, inputs.dataset
+        mlflow.set_tag(upstream_tag("data_run_id"), inputs.data_run_id)
+        # filter train runs by data version
+        mlflow.set_tag("data.digest", inputs.data_identity["data.digest"])
+        if inputs.resume_from is not None:
+            epoch = inputs.resume_from["epoch"]
+            mlflow.set_tags({RESUMED_TAG: args.resume_run_id, "train.resumed_after_epoch": epoch})
+            copy_history(args.resume_run_id, epoch, EPOCH_METRICS)
         mlflow.log_params({f"train.{k}": v for k, v in asdict(config).items()})
 
         def on_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
             log_epoch(metrics)
-            save_checkpoint({**checkpoint, "data": data_identity}, work_dir)
+            save_checkpoint({**checkpoint, "data": inputs.data_identity}, work_dir)
 
-        torch.manual_seed(config.seed)  # the initial weights follow the seed too
-        model = Classifier(len(dataset.class_names), manifest["mean"], manifest["std"])
+        model = new_model(inputs)
         mlflow.log_params(
             {
                 "parameters": parameter_count(model),
                 "resolved_device": str(device),
-                "architecture": ARCHITECTURE,
+                "architecture": inputs.data_identity["architecture"],
+                "train.peak_lr_scaled": config.peak_lr,
             }
         )
-        history = train(
-            model, dataset.train, dataset.test, config, on_epoch=on_epoch, resume_from=resume_from
-        )
+        history = train(model, dataset.train, dataset.test, config, on_epoch, inputs.resume_from, world)
         final = history[-1]
         mlflow.log_metric("final_test_accuracy", final.test_accuracy)
         quality_gate(evaluate_final(model, dataset, device, args.flip_tta), args.min_accuracy)
+        export_and_log(model, inputs, run.info.run_id, args, work_dir)
+        log.info("test accuracy %.4f", final.test_accuracy)
 
-        onnx_path = export_onnx(model, work_dir / "onnx" / "model.onnx")
-        metadata = {
-            "model_run_id": run.info.run_id,
-            "data_run_id": data_run_id,
-            "class_names": dataset.class_names,
-            "architecture": ARCHITECTURE,
-            "input": {"shape": [-1, 32, 32, 3], "dtype": "uint8", "layout": "NHWC", "range": [0, 255]},
-            "normalization": {"mean": manifest["mean"], "std": manifest["std"]},
-            "test_accuracy": final.test_accuracy,
-        }
-        (onnx_path.parent / "metadata.json").write_text(json.dumps(metadata, indent=2))
 
-        # Reference predictions on a fixed held-out subset, from PyTorch (the training
-        # environment): the system test demands the served image reproduce them.
-        indices = reference_indices(len(dataset.test.labels), args.reference_size)
-        reference_images = dataset.test.images[indices]
-        reference = torch_logits(model, reference_images)
-        exported = onnx_logits(onnx_path, reference_images)
-        max_diff = float(np.abs(reference - exported).max())
-        agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
-        mlflow.log_metrics({"onnx_max_logit_diff": max_diff, "onnx_top1_agreement": agreement})
-        if max_diff > args.parity_tolerance:
-            raise ParityError(
-                f"ONNX export differs from PyTorch: max |logit diff| {max_diff:.2e} "
-                f"> tolerance {args.parity_tolerance:.0e}"
-            )
-        reference_dir = work_dir / "reference"
-        reference_dir.mkdir()
-        np.savez(reference_dir / "predictions.npz", indices=indices, logits=reference)
+def export_and_log(
+    model: Classifier, inputs: Inputs, run_id: str, args: argparse.Namespace, work_dir: Path
+) -> None:
+    """ONNX export checked against PyTorch, reference predictions, and both MLflow models."""
+    dataset, manifest = inputs.dataset, inputs.dataset.manifest
+    onnx_path = export_onnx(model, work_dir / "onnx" / "model.onnx")
+    metadata = {
+        "model_run_id": run_id,
+        "data_run_id": inputs.data_run_id,
+        "class_names": dataset.class_names,
+        "architecture": inputs.data_identity["architecture"],
+        "input": {"shape": [-1, 32, 32, 3], "dtype": "uint8", "layout": "NHWC", "range": [0, 255]},
+        "normalization": {"mean": manifest["mean"], "std": manifest["std"]},
+    }
+    (onnx_path.parent / "metadata.json").write_text(json.dumps(metadata, indent=2))
 
-        mlflow.log_artifacts(str(onnx_path.parent), "onnx")
-        mlflow.log_artifacts(str(reference_dir), "reference")
-        signature = infer_signature(reference_images[:2], reference[:2])
-        mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)), name="model", signature=signature, input_example=reference_images[:2]
+    # Reference predictions on a fixed held-out subset, from PyTorch (the training
+    # environment): the system test demands the served image reproduce them.
+    indices = reference_indices(len(dataset.test.labels), args.reference_size)
+    reference_images = dataset.test.images[indices]
+    reference = torch_logits(model, reference_images)
+    exported = onnx_logits(onnx_path, reference_images)
+    max_diff = float(np.abs(reference - exported).max())
+    agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
+    mlflow.log_metrics({"onnx_max_logit_diff": max_diff, "onnx_top1_agreement": agreement})
+    if max_diff > args.parity_tolerance:
+        raise ParityError(
+            f"ONNX export differs from PyTorch: max |logit diff| {max_diff:.2e} "
+            f"> tolerance {args.parity_tolerance:.0e}"
         )
-        # The PyTorch model too (for fine-tuning and `mlflow.pytorch.load_model`). It pickles
-        # cifar_pipeline.model.Classifier, so the package travels with it; requirements are
-        # the pinned versions in use, not inferred (inference re-imports the model: slow).
-        mlflow.pytorch.log_model(
-            model,
-            name="pytorch_model",
-            signature=signature,
-            input_example=reference_images[:2],
-            code_paths=[str(Path(cifar_pipeline.__file__).parent)],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-        )
-        log.info("test accuracy %.4f; ONNX parity max diff %.2e", final.test_accuracy, max_diff)
+    log.info("ONNX parity: max logit diff %.2e, top-1 agreement %.4f", max_diff, agreement)
+    reference_dir = work_dir / "reference"
+    reference_dir.mkdir()
+    np.savez(reference_dir / "predictions.npz", indices=indices, logits=reference)
+
+    mlflow.log_artifacts(str(onnx_path.parent), "onnx")
+    mlflow.log_artifacts(str(reference_dir), "reference")
+    signature = infer_signature(reference_images[:2], reference[:2])
+    mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)), name="model", signature=signature, input_example=reference_images[:2]
+    )
+    # The PyTorch model too (for fine-tuning and `mlflow.pytorch.load_model`). It pickles
+    # cifar_pipeline.model.Classifier, so the package travels with it; requirements are
+    # the pinned versions in use, not inferred (inference re-imports the model: slow).
+    mlflow.pytorch.log_model(
+        model,
+        name="pytorch_model",
+        signature=signature,
+        input_example=reference_images[:2],
+        code_paths=[str(Path(cifar_pipeline.__file__).parent)],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+    )
 
 
 if __name__ == "__main__":
