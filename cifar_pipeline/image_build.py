@@ -12,6 +12,7 @@ PROJECT_DIR = PACKAGE_DIR.parent
 SERVING_DIR = PACKAGE_DIR / "serving"
 REQUIREMENTS_DIR = PROJECT_DIR / "requirements"
 SERVE_REQUIREMENTS = ("pins.txt", "serve.txt")
+SERVED_MODULES = ("__init__.py", "images.py")
 
 
 def assemble_context(context: Path, model_dir: Path, wheelhouse: Path) -> Path:
@@ -25,7 +26,9 @@ def assemble_context(context: Path, model_dir: Path, wheelhouse: Path) -> Path:
     shutil.copy(SERVING_DIR / "Dockerfile", context / "Dockerfile")
     package = context / "cifar_pipeline"
     package.mkdir()
-    shutil.copy(PACKAGE_DIR / "__init__.py", package / "__init__.py")
+    # the package's __init__, the image decoding that training used (Pillow + numpy only), the server
+    for module in SERVED_MODULES:
+        shutil.copy(PACKAGE_DIR / module, package / module)
     shutil.copytree(
         SERVING_DIR, package / "serving", ignore=shutil.ignore_patterns("__pycache__", "Dockerfile")
     )

@@ -119,11 +119,21 @@ def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store
     assert systest.data.metrics["top1_agreement"] == 1.0
     assert systest.data.metrics["max_logit_diff"] < 1e-3
     assert systest.data.tags["systemtest.passed"] == "true"
+    assert systest.data.metrics["c8_requests_per_second"] > 0
+    assert systest.data.metrics["c1_latency_p50_ms"] <= systest.data.metrics["c1_latency_p99_ms"]
+    # passed: the model is blessed, registered, and the alias points at it with its image
+    assert local_store.get_run(train.info.run_id).data.tags["model.blessed"] == "true"
+    champion = local_store.get_model_version_by_alias("cifar-classifier", "champion")
+    assert champion.run_id == train.info.run_id
+    assert champion.tags["image"] == build.data.tags["image.tag"]
     # the image exists, tagged with the model run ID
     tag = build.data.tags["image.tag"]
     assert train.info.run_id in tag
     image = docker.from_env().images.get(tag)
     assert image.labels["cifar-pipeline.model-run-id"] == train.info.run_id
+    # what the build adds to its base (venv, server, model) stays small: no torch in the inference image
+    base = docker.from_env().images.get(image.labels["org.opencontainers.image.base.name"])
+    assert image.attrs["Size"] - base.attrs["Size"] < 260e6
     # the parent's summary and config
     artifacts = {a.path for a in local_store.list_artifacts(first_run.info.run_id)}
     assert {"summary.json", "summary.txt", "config.yaml"} <= artifacts

@@ -1,49 +1,72 @@
 """HTTP inference server for the exported ONNX classifier.
 
 The ONNX graph takes raw uint8 images (N, 32, 32, 3) and does its own normalisation,
-so this server does no preprocessing of its own: what it serves is exactly what
-training exported.
+so what this server serves is exactly what training exported. Uploaded PNG/JPEG files
+are turned into 32x32 RGB by the same code (`cifar_pipeline.images`) that turned the
+training images, so serving cannot resize differently from training.
+
+Routes: /health, /ready, /metadata, POST /predict (JSON batch of uint8 arrays or base64
+PNG/JPEG), POST /predict/image (one uploaded file), the Open Inference Protocol v2
+(/v2/health/*, /v2/models/{name}, POST /v2/models/{name}/infer) and /metrics.
+
+Settings come from the environment (see `Settings.from_env`). Parsing and inference run
+in a thread pool sized to the container's CPUs, each request bounded by a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
-from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cifar_pipeline.serving import inputs
+from cifar_pipeline.serving.inputs import IMAGE_SHAPE, InputError
+from cifar_pipeline.serving.metrics import BodyLimitMiddleware, BodyTooLarge, MetricsMiddleware, ServerMetrics
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
-IMAGE_SHAPE = (32, 32, 3)
-DEFAULT_MAX_BATCH = 512
+T = TypeVar("T")
 
 
-class PredictRequest(BaseModel):
-    # Nested lists rather than a typed 4-D list: pydantic would validate ~3k ints per
-    # image one by one; numpy checks shape and range in one pass instead.
-    images: list[Any] = Field(description="Batch of images, each 32x32x3 uint8 (HWC, RGB).")
+def available_cpus() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
 
 
-class Prediction(BaseModel):
-    class_id: int
-    label: str
-    probabilities: list[float]
-    logits: list[float]
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path = Path("/srv/model")
+    model_name: str = "cifar-classifier"  # the Open Inference Protocol's model name
+    max_batch: int = 512
+    max_body_bytes: int = 16 * 1024 * 1024  # a full batch of 512 images as JSON is ~8 MB
+    timeout_s: float = 30.0
+    threads: int = 0  # inference threads; 0: one per CPU this container may use
 
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            model_dir=Path(env.get("MODEL_DIR", cls.model_dir)),
+            model_name=env.get("MODEL_NAME", cls.model_name),
+            max_batch=int(env.get("MAX_BATCH", cls.max_batch)),
+            max_body_bytes=int(env.get("MAX_BODY_BYTES", cls.max_body_bytes)),
+            timeout_s=float(env.get("REQUEST_TIMEOUT_S", cls.timeout_s)),
+            threads=int(env.get("INFERENCE_THREADS", cls.threads)),
+        )
 
 
 @dataclass
@@ -61,10 +84,11 @@ class LoadedModel:
         return np.asarray(outputs[0], dtype=np.float32)
 
 
-def load_model(model_dir: Path) -> LoadedModel:
+def load_model(model_dir: Path, threads: int) -> LoadedModel:
     options = ort.SessionOptions()
-    # Size intra-op threads to the CPUs this container may use, not the host's.
-    options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)))
+    # Requests already run in parallel threads; each session call gets an equal share
+    # of the container's CPUs rather than every call spinning up all of them.
+    options.intra_op_num_threads = max(1, available_cpus() // threads)
     session = ort.InferenceSession(
         str(model_dir / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -78,92 +102,199 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
-def images_from_json(images: list[Any], max_batch: int) -> np.ndarray:
-    """Turn a JSON batch into a uint8 array, or raise HTTP 422 naming what is wrong."""
-    if not images:
-        raise HTTPException(status_code=422, detail="'images' is empty: send at least one image")
-    if len(images) > max_batch:
-        raise HTTPException(
-            status_code=413, detail=f"batch of {len(images)} images exceeds the limit of {max_batch}"
-        )
-    try:
-        array = np.asarray(images)
-    except ValueError as exc:  # ragged nesting
-        raise HTTPException(status_code=422, detail=f"'images' is not a regular array: {exc}") from exc
-    if array.shape[1:] != IMAGE_SHAPE:
-        raise HTTPException(
-            status_code=422,
-            detail=f"each image must have shape {list(IMAGE_SHAPE)} (HWC), got {list(array.shape[1:])}",
-        )
-    if not np.issubdtype(array.dtype, np.integer):
-        raise HTTPException(status_code=422, detail=f"pixels must be integers 0-255, got {array.dtype}")
-    if array.min() < 0 or array.max() > 255:
-        raise HTTPException(status_code=422, detail="pixels must be in the range 0-255")
-    return array.astype(np.uint8)
+def predictions(logits: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
+    probabilities = softmax(logits)
+    return [
+        {
+            "class_id": int(row.argmax()),
+            "label": names[int(row.argmax())],
+            "probabilities": probs.tolist(),
+            "logits": row.tolist(),
+        }
+        for row, probs in zip(logits, probabilities, strict=True)
+    ]
 
 
-def create_app(model_dir: Path | None = None, max_batch: int | None = None) -> FastAPI:
-    resolved_dir = model_dir or Path(os.environ.get("MODEL_DIR", "/srv/model"))
-    limit = max_batch or int(os.environ.get("MAX_BATCH", DEFAULT_MAX_BATCH))
+def create_app(
+    model_dir: Path | None = None, max_batch: int | None = None, settings: Settings | None = None
+) -> FastAPI:
+    settings = settings or Settings.from_env()
+    if model_dir is not None:
+        settings = Settings(**{**settings.__dict__, "model_dir": model_dir})
+    if max_batch is not None:
+        settings = Settings(**{**settings.__dict__, "max_batch": max_batch})
+    threads = settings.threads or available_cpus()
+    metrics = ServerMetrics()
+    state: dict[str, Any] = {"ready": False}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ready = False
-        app.state.model = load_model(resolved_dir)
+        state["pool"] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+        state["model"] = load_model(settings.model_dir, threads)
         # Warm-up: the first ONNX Runtime call allocates its arenas; do it before /ready says yes.
-        app.state.model.logits(np.zeros((1, *IMAGE_SHAPE), dtype=np.uint8))
-        app.state.ready = True
-        log.info("model loaded from %s", resolved_dir)
+        state["model"].logits(np.zeros((1, *IMAGE_SHAPE), dtype=np.uint8))
+        state["ready"] = True
+        log.info("model loaded from %s; %d inference threads", settings.model_dir, threads)
         yield
-        app.state.ready = False
+        state["ready"] = False
+        state["pool"].shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="CIFAR classifier", lifespan=lifespan)
+
+    def model() -> LoadedModel:
+        if not state["ready"]:
+            raise HTTPException(status_code=503, detail="model not loaded yet")
+        loaded: LoadedModel = state["model"]
+        return loaded
+
+    async def in_pool(work: Callable[..., T], *args: Any) -> T:
+        """Run CPU work (parsing, inference) off the event loop, within the request timeout."""
+        future = asyncio.get_running_loop().run_in_executor(state["pool"], work, *args)
+        try:
+            return await asyncio.wait_for(future, settings.timeout_s)
+        except TimeoutError:
+            raise HTTPException(
+                status_code=504, detail=f"inference took longer than {settings.timeout_s:g} s"
+            ) from None
+
+    async def classify(parse: Callable[[], np.ndarray]) -> list[dict[str, Any]]:
+        loaded = model()
+
+        def work() -> np.ndarray:
+            return loaded.logits(parse())
+
+        logits = await in_pool(work)
+        metrics.images.inc(len(logits))
+        return predictions(logits, loaded.class_names)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"detail": str(exc)})
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "alive"}
 
     @app.get("/ready")
-    def ready(request: Request) -> dict[str, str]:
-        if not getattr(request.app.state, "ready", False):
-            raise HTTPException(status_code=503, detail="model not loaded yet")
+    def ready() -> dict[str, str]:
+        model()
         return {"status": "ready"}
 
     @app.get("/metadata")
-    def metadata(request: Request) -> dict[str, Any]:
-        model: LoadedModel = request.app.state.model
+    def metadata() -> dict[str, Any]:
+        loaded = model()
         return {
-            **model.metadata,
-            "input": {"name": model.input_name, "shape": [-1, *IMAGE_SHAPE], "dtype": "uint8"},
+            **loaded.metadata,
+            "model_name": settings.model_name,
+            "input": {"name": loaded.input_name, "shape": [-1, *IMAGE_SHAPE], "dtype": "uint8"},
+            "limits": {
+                "max_batch": settings.max_batch,
+                "max_body_bytes": settings.max_body_bytes,
+                "timeout_s": settings.timeout_s,
+            },
             "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
         }
 
-    # A plain `def` route: FastAPI runs it in its threadpool, so blocking inference
-    # does not stall the event loop.
     @app.post("/predict")
-    def predict(body: PredictRequest, request: Request) -> PredictResponse:
-        model: LoadedModel = request.app.state.model
-        images = images_from_json(body.images, limit)
-        logits = model.logits(images)
-        probabilities = softmax(logits)
-        names = model.class_names
-        return PredictResponse(
-            predictions=[
-                Prediction(
-                    class_id=int(row.argmax()),
-                    label=names[int(row.argmax())],
-                    probabilities=[float(p) for p in probs],
-                    logits=[float(v) for v in row],
-                )
-                for row, probs in zip(logits, probabilities, strict=True)
-            ]
-        )
+    async def predict(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        return {"predictions": await classify(lambda: inputs.predict_batch(body, settings.max_batch))}
 
+    @app.post("/predict/image")
+    async def predict_image(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI's idiom)
+        data = await file.read()
+        name = file.filename or "upload"
+        return (await classify(lambda: inputs.uploaded_image(data, name)))[0]
+
+    # Open Inference Protocol v2 (KServe / Triton clients)
+    @app.get("/v2")
+    def oip_server() -> dict[str, Any]:
+        return {"name": "cifar-pipeline", "version": "1", "extensions": []}
+
+    @app.get("/v2/health/live")
+    def oip_live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    def oip_ready() -> dict[str, bool]:
+        model()
+        return {"ready": True}
+
+    def named_model(name: str) -> LoadedModel:
+        if name != settings.model_name:
+            raise HTTPException(
+                status_code=404, detail=f"unknown model {name!r}; this server has {settings.model_name!r}"
+            )
+        return model()
+
+    @app.get("/v2/models/{name}")
+    def oip_model(name: str) -> dict[str, Any]:
+        loaded = named_model(name)
+        return {
+            "name": name,
+            "versions": [str(loaded.metadata.get("model_run_id", "1"))],
+            "platform": "onnxruntime_onnx",
+            "inputs": [
+                {"name": loaded.input_name, "datatype": inputs.OIP_DATATYPE, "shape": [-1, *IMAGE_SHAPE]}
+            ],
+            "outputs": [
+                {"name": "logits", "datatype": "FP32", "shape": [-1, len(loaded.class_names)]},
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(loaded.class_names)]},
+            ],
+        }
+
+    @app.get("/v2/models/{name}/ready")
+    def oip_model_ready(name: str) -> dict[str, Any]:
+        named_model(name)
+        return {"name": name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def oip_infer(name: str, request: Request) -> dict[str, Any]:
+        loaded = named_model(name)
+        body = await request.body()
+        parsed: dict[str, Any] = {}
+
+        def work() -> np.ndarray:
+            images, payload = inputs.oip_input(body, settings.max_batch)
+            parsed.update(payload)
+            return loaded.logits(images)
+
+        logits = await in_pool(work)
+        metrics.images.inc(len(logits))
+        shape = list(logits.shape)
+        response: dict[str, Any] = {
+            "model_name": name,
+            "model_version": str(loaded.metadata.get("model_run_id", "1")),
+            "outputs": [
+                {"name": "logits", "datatype": "FP32", "shape": shape, "data": logits.ravel().tolist()},
+                {
+                    "name": "probabilities",
+                    "datatype": "FP32",
+                    "shape": shape,
+                    "data": softmax(logits).ravel().tolist(),
+                },
+            ],
+        }
+        if "id" in parsed:
+            response["id"] = parsed["id"]
+        return response
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
+    app.state.settings = settings
     return app
 
 
 def __getattr__(name: str) -> FastAPI:
-    # `uvicorn cifar_pipeline.serving.app:app` builds the app lazily from MODEL_DIR,
+    # `uvicorn cifar_pipeline.serving.app:app` builds the app lazily from the environment,
     # so importing this module (e.g. in tests) needs no model on disk.
     if name == "app":
         return create_app()

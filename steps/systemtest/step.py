@@ -3,8 +3,11 @@
 Starts the image on a free loopback port, waits (bounded) for /ready, then checks that
 the served predictions on the held-out reference subset equal the training run's
 (top-1 agreement and max logit difference), measures accuracy on the whole test split
-with batched requests and batch-1 latency. The container is removed whatever happens;
-its logs are attached to the run.
+with batched requests, checks every endpoint (the Open Inference Protocol round trip,
+base64 PNGs and file uploads included) and that bad inputs get a 4xx with a message
+while the server keeps answering, and measures batch-1 latency at concurrency 1 and N.
+The container is removed whatever happens; its logs are attached to the run. On
+success the train run is tagged blessed and its model registered with an alias.
 
 Artifacts: systemtest/report.json, systemtest/container.log.
 """
@@ -15,17 +18,16 @@ import argparse
 import json
 import logging
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import requests
+from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import docker_utils
-from cifar_pipeline.cli import run_main
+from cifar_pipeline import docker_utils, probes
+from cifar_pipeline.cli import parse_int, run_main
 from cifar_pipeline.dataset import read_dataset
 from cifar_pipeline.tracking import (
     BUILD,
@@ -49,31 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=120.0)
     parser.add_argument("--min-agreement", type=float, default=1.0)
     parser.add_argument("--max-logit-diff", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--latency-requests", type=int, default=50)
+    parser.add_argument("--batch-size", type=parse_int, default=256)
+    parser.add_argument("--latency-requests", type=parse_int, default=50, help="requests per client")
+    parser.add_argument("--concurrency", type=parse_int, default=8, help="clients of the throughput test")
+    parser.add_argument("--registered-model", default="cifar-classifier", help="empty: do not register")
+    parser.add_argument("--alias", default="champion", help="registry alias of a version that passed")
     return parser.parse_args(argv)
-
-
-def predict_logits(url: str, images: np.ndarray, batch_size: int) -> np.ndarray:
-    rows: list[list[float]] = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        response = requests.post(f"{url}/predict", json={"images": batch.tolist()}, timeout=60)
-        response.raise_for_status()
-        rows.extend(p["logits"] for p in response.json()["predictions"])
-    return np.asarray(rows, dtype=np.float32)
-
-
-def batch1_latency_ms(url: str, images: np.ndarray, count: int) -> dict[str, float]:
-    timings = []
-    with requests.Session() as session:
-        for i in range(count):
-            payload = {"images": images[i % len(images)][None].tolist()}
-            started = time.perf_counter()
-            session.post(f"{url}/predict", json=payload, timeout=30).raise_for_status()
-            timings.append((time.perf_counter() - started) * 1000)
-    p50, p95, p99 = np.percentile(timings, [50, 95, 99])
-    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_p99_ms": float(p99)}
 
 
 def check_server(
@@ -83,22 +66,44 @@ def check_server(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     args: argparse.Namespace,
-) -> dict[str, Any]:
-    served = predict_logits(url, reference_images, args.batch_size)
+) -> tuple[dict[str, Any], list[str]]:
+    """Parity, accuracy, every endpoint, bad inputs, latency and throughput; returns report + failures."""
+    served = probes.predict_logits(url, reference_images, args.batch_size)
     agreement = float((served.argmax(1) == reference_logits.argmax(1)).mean())
     max_diff = float(np.abs(served - reference_logits).max())
-    test_logits = predict_logits(url, test_images, args.batch_size)
+    test_logits = probes.predict_logits(url, test_images, args.batch_size)
     accuracy = float((test_logits.argmax(1) == test_labels).mean())
-    metadata = requests.get(f"{url}/metadata", timeout=10).json()
-    return {
+    metadata = probes.metadata(url)
+    endpoints = probes.check_endpoints(url, reference_images, reference_logits, args.max_logit_diff)
+    bad_inputs = probes.check_bad_inputs(url, int(metadata["limits"]["max_body_bytes"]))
+    report = {
         "reference_images": len(reference_images),
         "top1_agreement": agreement,
         "max_logit_diff": max_diff,
         "test_images": len(test_images),
         "test_accuracy": accuracy,
         "served_model_run_id": metadata.get("model_run_id"),
-        **batch1_latency_ms(url, test_images, args.latency_requests),
+        **probes.load_test(url, test_images, 1, args.latency_requests),
+        **probes.load_test(url, test_images, args.concurrency, args.latency_requests),
     }
+    failures = endpoints.failures + bad_inputs.failures
+    if agreement < args.min_agreement:
+        failures.append(f"top-1 agreement {agreement:.4f} < {args.min_agreement}")
+    if max_diff > args.max_logit_diff:
+        failures.append(f"max logit diff {max_diff:.2e} > {args.max_logit_diff:.0e}")
+    return report, failures
+
+
+def bless(model_run_id: str, image_tag: str, registered_model: str, alias: str) -> str:
+    """Tag the train run blessed; register its model and point `alias` at this version."""
+    client = MlflowClient()
+    client.set_tag(model_run_id, "model.blessed", "true")
+    version = mlflow.register_model(f"runs:/{model_run_id}/model", registered_model)
+    client.set_model_version_tag(registered_model, version.version, "image", image_tag)
+    client.set_registered_model_alias(registered_model, alias, version.version)
+    log.info("registered %s version %s as @%s (image %s)", registered_model, version.version, alias,
+             image_tag)  # fmt: skip
+    return str(version.version)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,26 +123,23 @@ def main(argv: list[str] | None = None) -> None:
         with docker_utils.serving_container(client, image["tag"], name) as (container, url):
             try:
                 ready_seconds = docker_utils.wait_until_ready(container, f"{url}/ready", args.ready_timeout)
-                report = check_server(
+                report, failures = check_server(
                     url, reference_images, reference["logits"], dataset.test.images, dataset.test.labels, args
                 )
             finally:
                 mlflow.log_text(container.logs().decode(errors="replace"), "systemtest/container.log")
         report.update(image_tag=image["tag"], ready_seconds=ready_seconds, model_run_id=model_run_id)
-        mlflow.log_dict(report, "systemtest/report.json")
-        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, float)})
-        log.info("system test: %s", json.dumps(report))
-
-        failures = []
-        if report["top1_agreement"] < args.min_agreement:
-            failures.append(f"top-1 agreement {report['top1_agreement']:.4f} < {args.min_agreement}")
-        if report["max_logit_diff"] > args.max_logit_diff:
-            failures.append(f"max logit diff {report['max_logit_diff']:.2e} > {args.max_logit_diff:.0e}")
         if report["served_model_run_id"] != model_run_id:
             failures.append(f"image serves model {report['served_model_run_id']}, expected {model_run_id}")
+        mlflow.log_dict({**report, "failures": failures}, "systemtest/report.json")
+        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, float)})
+        log.info("system test: %s", json.dumps(report))
         mlflow.set_tag("systemtest.passed", str(not failures).lower())
         if failures:
-            raise SystemTestFailed("served predictions differ from training: " + "; ".join(failures))
+            raise SystemTestFailed("the image failed its system test: " + "; ".join(failures))
+        if args.registered_model:
+            version = bless(model_run_id, image["tag"], args.registered_model, args.alias)
+            mlflow.set_tags({"registered_model": args.registered_model, "registered_version": version})
 
 
 if __name__ == "__main__":
