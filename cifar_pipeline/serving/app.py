@@ -115,14 +115,8 @@ def predictions(logits: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def create_app(
-    model_dir: Path | None = None, max_batch: int | None = None, settings: Settings | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    if model_dir is not None:
-        settings = Settings(**{**settings.__dict__, "model_dir": model_dir})
-    if max_batch is not None:
-        settings = Settings(**{**settings.__dict__, "max_batch": max_batch})
     threads = settings.threads or available_cpus()
     metrics = ServerMetrics()
     state: dict[str, Any] = {"ready": False}
@@ -157,15 +151,15 @@ def create_app(
                 status_code=504, detail=f"inference took longer than {settings.timeout_s:g} s"
             ) from None
 
+    async def infer(loaded: LoadedModel, parse: Callable[[], np.ndarray]) -> np.ndarray:
+        """Parse and run the model in the pool; count the images."""
+        logits = await in_pool(lambda: loaded.logits(parse()))
+        metrics.images.inc(len(logits))
+        return logits
+
     async def classify(parse: Callable[[], np.ndarray]) -> list[dict[str, Any]]:
         loaded = model()
-
-        def work() -> np.ndarray:
-            return loaded.logits(parse())
-
-        logits = await in_pool(work)
-        metrics.images.inc(len(logits))
-        return predictions(logits, loaded.class_names)
+        return predictions(await infer(loaded, parse), loaded.class_names)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
@@ -258,13 +252,12 @@ def create_app(
         body = await request.body()
         parsed: dict[str, Any] = {}
 
-        def work() -> np.ndarray:
+        def parse() -> np.ndarray:
             images, payload = inputs.oip_input(body, settings.max_batch)
             parsed.update(payload)
-            return loaded.logits(images)
+            return images
 
-        logits = await in_pool(work)
-        metrics.images.inc(len(logits))
+        logits = await infer(loaded, parse)
         shape = list(logits.shape)
         response: dict[str, Any] = {
             "model_name": name,
