@@ -11,7 +11,7 @@ DEMO_EPOCHS ?= 4
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 IMAGE_ENV = PIPELINE_BASE_IMAGE=$$(cat $(STATE)/base-image) PIPELINE_WHEELHOUSE=$(WHEELHOUSE)
 
-.PHONY: setup venv engine base-image wheelhouse demo test lint ui clean
+.PHONY: setup venv engine base-image wheelhouse registry demo test lint ui clean
 
 setup: venv engine base-image wheelhouse
 
@@ -30,6 +30,11 @@ base-image: engine
 	scripts/ensure_base_image.sh > $(STATE)/base-image
 	@echo "base image: $$(cat $(STATE)/base-image)"
 
+# A registry on 127.0.0.1 for the test of the build step's push (-P registry=...).
+registry: engine
+	@mkdir -p $(STATE)
+	scripts/ensure_local_registry.sh > $(STATE)/registry
+
 # The images install exactly these wheels (requirements/pins.txt), resolved by the
 # host's pip: this also works where containers cannot reach a package index.
 wheelhouse: $(WHEELHOUSE)/.complete
@@ -40,8 +45,8 @@ $(WHEELHOUSE)/.complete: requirements/*.txt | venv
 demo: setup
 	$(IMAGE_ENV) mlflow run . --env-manager local -P source=digits -P epochs=$(DEMO_EPOCHS)
 
-test: setup
-	$(IMAGE_ENV) pytest
+test: setup registry
+	$(IMAGE_ENV) PIPELINE_TEST_REGISTRY=$$(cat $(STATE)/registry) pytest
 
 lint: venv
 	ruff check .

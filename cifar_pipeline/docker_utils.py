@@ -28,6 +28,10 @@ class ImageBuildError(RuntimeError):
     """`docker build` failed; the message carries the tail of the build log."""
 
 
+class ImagePushError(RuntimeError):
+    """`docker push` failed; the message names the reference and the engine's error."""
+
+
 class ContainerNotReady(RuntimeError):
     """A started container did not become ready in time, or exited."""
 
@@ -82,6 +86,31 @@ def build_image(
     if image_id is None:
         raise ImageBuildError(f"building {tag} produced no image")
     return client.images.get(image_id)
+
+
+def push_image(client: docker.DockerClient, image: Image, repository: str, tag: str) -> str:
+    """Tag `image` as repository:tag, push it, and return the registry's manifest digest.
+
+    On failure the registry tag is removed again, so no local name suggests a push that
+    did not happen.
+    """
+    reference = f"{repository}:{tag}"
+    image.tag(repository, tag)
+    digest = None
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise ImagePushError(f"pushing {reference} failed: {chunk['error'].strip()}")
+            digest = chunk.get("aux", {}).get("Digest", digest)
+    except (ImagePushError, APIError, requests.RequestException) as exc:
+        client.images.remove(reference, noprune=True)
+        if isinstance(exc, ImagePushError):
+            raise
+        raise ImagePushError(f"pushing {reference} failed: {exc}") from exc
+    if digest is None:
+        client.images.remove(reference, noprune=True)
+        raise ImagePushError(f"pushing {reference}: the engine reported no manifest digest")
+    return str(digest)
 
 
 def remove_container(client: docker.DockerClient, name_or_id: str) -> bool:

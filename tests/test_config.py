@@ -75,7 +75,15 @@ def test_literal_parameters_reach_the_config_unchanged(url: str) -> None:
 
 
 def test_empty_literal_parameter_keeps_the_config_default() -> None:
-    assert expand_overrides(["data=cifar10", "data_url=", "data_checksum="]) == ["data=cifar10"]
+    assert expand_overrides(["data=cifar10", "data_url=", "data_checksum=", "registry="]) == ["data=cifar10"]
+    assert _compose([]).serve.registry == ""
+
+
+@pytest.mark.parametrize("registry", ["127.0.0.1:5000", "registry.example.com:443/team/ml"])
+def test_registry_reaches_the_build_step(registry: str) -> None:
+    cfg = _compose(expand_overrides([f"registry={registry}"]))
+    params = step_parameters("build", cfg, {"model_run_id": "m1"})
+    assert params["registry"] == registry
 
 
 def test_local_data_path_is_made_absolute_and_checked(tmp_path: Path, monkeypatch) -> None:

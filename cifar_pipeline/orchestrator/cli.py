@@ -6,9 +6,13 @@ import re
 import shlex
 
 OVERRIDES_ARG = "overrides="
-# MLproject parameters whose values are free text (URLs, checksums): passed to Hydra
-# quoted, so `=`, `?`, `&` or spaces in a URL are not read as override syntax.
-LITERAL_PARAMS = {"data_url=": "data.data_url", "data_checksum=": "data.data_checksum"}
+# MLproject parameters whose values are free text (URLs, checksums, registry hosts):
+# passed to Hydra quoted, so `=`, `?`, `&`, `:` or spaces are not read as override syntax.
+LITERAL_PARAMS = {
+    "data_url=": "data.data_url",
+    "data_checksum=": "data.data_checksum",
+    "registry=": "serve.registry",
+}
 
 
 def hydra_quote(value: str) -> str:

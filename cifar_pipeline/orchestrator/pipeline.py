@@ -176,6 +176,7 @@ def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dic
             "model_run_id": upstream["model_run_id"],
             "image_repo": cfg.serve.image_repo,
             "base_image": cfg.serve.base_image,
+            "registry": cfg.serve.registry,
         }
     return {"image_run_id": upstream["image_run_id"], **as_dict(cfg.systemtest)}
 

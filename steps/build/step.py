@@ -1,8 +1,13 @@
 """build: the inference image (ONNX Runtime + FastAPI, no torch) with the train run's model.
 
 Tag: <image_repo>:<model run ID>-<build run ID prefix>, so no build overwrites the
-image of another model or another build. Artifacts: image/image.json (tag, ID, size,
-labels); the tag, ID and size are also run tags/params for the UI.
+image of another model or another build. With --registry HOST[:PORT][/PATH] the image is
+also pushed as <registry>/<image_repo>:<same tag>, and the registry's digest recorded.
+Artifacts: image/image.json (tag, ID, size, labels, pushed reference); the tag, ID and
+size are also run tags/params for the UI.
+
+A failed push fails the run and removes the image it built: the system test never sees
+an image that was meant to be in a registry and is not.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
+from docker import DockerClient
+from docker.models.images import Image
 
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cli import run_main
@@ -31,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-repo", default="cifar-classifier")
     parser.add_argument("--base-image", default=DEFAULT_BASE_IMAGE)
     parser.add_argument("--wheelhouse", default=os.environ.get("SERVE_WHEELHOUSE", ""))
+    parser.add_argument("--registry", default="", help="push here too, e.g. 127.0.0.1:5000 (empty: no push)")
     return parser.parse_args(argv)
 
 
@@ -42,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         work_dir = Path(work)
         model_dir = download(args.model_run_id, "onnx", work_dir / "download")
         context = assemble_context(work_dir / "context", model_dir, Path(args.wheelhouse))
-        tag = f"{args.image_repo}:{args.model_run_id}-{run.info.run_id[:8]}"
+        version = f"{args.model_run_id}-{run.info.run_id[:8]}"
+        tag = f"{args.image_repo}:{version}"
         labels = {
             "org.opencontainers.image.title": "cifar-classifier",
             "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -59,12 +69,30 @@ def main(argv: list[str] | None = None) -> None:
         )
         seconds = time.monotonic() - started
         size = int(image.attrs["Size"])
-        info = {"tag": tag, "image_id": image.id, "size_bytes": size, "labels": labels}
+        info: dict[str, Any] = {"tag": tag, "image_id": image.id, "size_bytes": size, "labels": labels}
+        if args.registry:
+            info["pushed"] = push(client, image, f"{args.registry.rstrip('/')}/{args.image_repo}", version)
         mlflow.set_tags({"image.tag": tag, "image.id": image.id})
+        if args.registry:
+            mlflow.set_tag("image.pushed", info["pushed"])
         mlflow.log_params({"image_tag": tag, "base_image": args.base_image})
         mlflow.log_metrics({"image_size_mb": size / 1e6, "build_seconds": seconds})
         mlflow.log_dict(info, "image/image.json")
         log.info("built %s (%s, %.0f MB) in %.0fs", tag, image.short_id, size / 1e6, seconds)
+        log.info("labels: %s", labels)
+
+
+def push(client: DockerClient, image: Image, repository: str, version: str) -> str:
+    """Push; return repository:version@digest. On failure remove the image built, then fail."""
+    log.info("pushing %s:%s", repository, version)
+    try:
+        digest = docker_utils.push_image(client, image, repository, version)
+    except docker_utils.ImagePushError:
+        client.images.remove(image.id, force=True)
+        raise
+    reference = f"{repository}:{version}@{digest}"
+    log.info("pushed %s", reference)
+    return reference
 
 
 if __name__ == "__main__":
