@@ -14,8 +14,10 @@ pixel arrays, in each server's own request format) over 1 and over 8 connections
 sending its next request as soon as the last is answered. After a warm-up, each level
 runs for --seconds. Prints requests/s and latency p50/p95/p99, and our server's ratio to
 MLflow's; then ONNX Runtime's own images/s on this model with the server's settings and
-no HTTP at all (batch 1, and batch = each concurrency): the ceiling for any server. Needs a Docker engine, wrk (`apt install wrk`, `brew install wrk`) and the
-tracking store the pipeline wrote to (MLFLOW_TRACKING_URI, default ./mlflow.db).
+no HTTP at all (batch 1, and batch = each concurrency): the ceiling for any server.
+
+Needs a Docker engine, wrk (`apt install wrk`, `brew install wrk`) and the tracking
+store the pipeline wrote to (MLFLOW_TRACKING_URI, default ./mlflow.db).
 """
 
 from __future__ import annotations
