@@ -118,3 +118,10 @@ def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:
         for line in (ROOT / f"requirements/{name}.txt").read_text().splitlines():
             if line and not line.startswith(("#", "-")):
                 assert line in pins, f"{name}.txt: {line} has no pin in pins.txt"
+
+
+def test_cache_parameters_reach_the_config() -> None:
+    cfg = _compose(expand_overrides(["cache.enabled=false", "rerun=train,build"]))
+    assert cfg.cache.enabled is False
+    assert cfg.cache.rerun == "train,build"
+    assert _compose([]).cache.enabled is True

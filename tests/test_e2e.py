@@ -6,6 +6,7 @@ local store in the project directory, exactly as a user's first `mlflow run .`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
 from cifar_pipeline.tracking import FETCH, STEP_TAG, STEPS, require_step_run
 from tests.conftest import md5_spec, write_cifar_tarball
 from tests.http_files import FileServer, serve
@@ -65,8 +67,24 @@ def pipeline_runs(client: MlflowClient) -> list[Run]:
 
 
 def children(client: MlflowClient, parent: Run) -> dict[str, Run]:
+    """The parent's step runs by step; a reused step's record run under its step name too."""
     runs = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    return {run.data.tags[STEP_TAG]: run for run in runs}
+    return {(run.data.tags.get(STEP_TAG) or run.data.tags[REUSED_STEP_TAG]): run for run in runs}
+
+
+def summary_steps(client: MlflowClient, parent: Run, tmp_path: Path) -> dict[str, dict]:
+    path = client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path))
+    return {step["step"]: step for step in json.loads(Path(path).read_text())["steps"]}
+
+
+def containers_created_since(since: float) -> list[str]:
+    events = docker.from_env().events(
+        since=int(since),
+        until=int(time.time()) + 1,
+        filters={"type": "container", "event": "create"},
+        decode=True,
+    )
+    return [event["Actor"]["Attributes"].get("name", "") for event in events]
 
 
 def leftover_containers() -> list[str]:
@@ -139,6 +157,68 @@ def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store
     artifacts = {a.path for a in local_store.list_artifacts(first_run.info.run_id)}
     assert {"summary.json", "summary.txt", "config.yaml"} <= artifacts
     assert leftover_containers() == []
+
+
+def test_unchanged_rerun_reuses_every_step_and_starts_no_container(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    since = time.time()
+    result = mlflow_run(project, "source=digits", "epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = pipeline_runs(local_store)[0]
+    assert rerun.info.status == "FINISHED"
+    original = {step: run.info.run_id for step, run in children(local_store, first_run).items()}
+    steps = summary_steps(local_store, rerun, tmp_path)
+    assert {step: s["action"] for step, s in steps.items()} == dict.fromkeys(STEPS, "reused")
+    assert {step: s["run_id"] for step, s in steps.items()} == original
+    assert all(s["reasons"] == [f"same key as run {original[step]}"] for step, s in steps.items())
+    # each reused step has a record child run naming the run it reused
+    records = children(local_store, rerun)
+    assert {step: run.data.tags[REUSED_FROM_TAG] for step, run in records.items()} == original
+    assert rerun.data.tags["pipeline.image_run_id"] == original["build"]
+    assert [name for name in containers_created_since(since) if name.startswith("cifar-")] == []
+
+
+def test_changed_parameter_reruns_from_train_and_says_why(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    result = mlflow_run(project, "source=digits", "epochs=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
+    assert steps["fetch"]["action"] == "reused"
+    assert [steps[s]["action"] for s in ("train", "build", "systemtest")] == ["ran"] * 3
+    train_id = children(local_store, first_run)["train"].info.run_id
+    assert steps["train"]["reasons"] == [f"vs run {train_id}: params: epochs 3→4"]
+    assert "upstream model changed" in steps["build"]["reasons"][0]
+    assert "upstream image changed" in steps["systemtest"]["reasons"][0]
+
+
+def test_changed_step_code_rebuilds_the_image_and_reruns_every_step(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    step_code = project / "steps" / "systemtest" / "step.py"
+    original = step_code.read_text()
+    step_code.write_text(original + "\n# a change to one step's code\n")
+    try:
+        result = mlflow_run(project, "source=digits", "epochs=3")
+    finally:
+        step_code.write_text(original)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
+    assert {step: s["action"] for step, s in steps.items()} == dict.fromkeys(STEPS, "ran")
+    assert all("step image changed (code or dependencies)" in s["reasons"][0] for s in steps.values())
+
+
+def test_changed_upstream_data_reruns_downstream_and_says_so(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    result = mlflow_run(project, "source=digits", "epochs=3", "overrides=data.test_fraction=0.25")
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
+    assert {step: s["action"] for step, s in steps.items()} == dict.fromkeys(STEPS, "ran")
+    assert "params: test_fraction 0.2→0.25" in steps["fetch"]["reasons"][0]
+    assert "upstream data changed" in steps["train"]["reasons"][0]
+    assert "params:" not in steps["train"]["reasons"][0]
 
 
 @pytest.fixture(scope="module")

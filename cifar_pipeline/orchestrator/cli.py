@@ -12,6 +12,7 @@ LITERAL_PARAMS = {
     "data_url=": "data.data_url",
     "data_checksum=": "data.data_checksum",
     "registry=": "serve.registry",
+    "rerun=": "cache.rerun",
 }
 
 

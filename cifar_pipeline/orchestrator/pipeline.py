@@ -1,6 +1,10 @@
 """The orchestrator: decide which steps run, run each as an MLflow project in its own
 container (child runs of one parent run), pass run IDs between them, summarise.
 
+A step whose key (caching.py: step image, parameters, input digests) matches an earlier
+FINISHED run is not run again: that run is reused, and the summary says why each step
+ran or was reused.
+
 Everything that can be checked before a container starts is checked first: resume run
 IDs, the Docker engine, the GPU request.
 """
@@ -11,18 +15,26 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
+from docker.errors import NotFound
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_pipeline import docker_utils
+from cifar_pipeline.orchestrator.caching import (
+    REUSED_FROM_TAG,
+    REUSED_STEP_TAG,
+    Decision,
+    StepCache,
+    parse_rerun,
+)
 from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.tracking import (
@@ -62,9 +74,11 @@ class PipelineError(RuntimeError):
 @dataclass
 class StepResult:
     step: str
-    run_id: str
+    run_id: str  # the run whose output the pipeline used
     status: str  # FINISHED, FAILED, ... or REUSED for a resumed-from run
     seconds: float
+    action: str = "ran"  # ran | reused (cache hit) | given (a resume run ID)
+    reasons: list[str] = field(default_factory=list)
 
 
 def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
@@ -201,15 +215,36 @@ class Pipeline:
         validate_resume({k: v for k, v in upstream.items() if k in RESUME_INPUT_STEP}, self.client)
         for key, run_id in upstream.items():
             if key in RESUME_INPUT_STEP:
-                self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0))
+                self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0, "given"))
+        try:
+            rerun = parse_rerun(self.cfg.cache.rerun, STEPS)
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from exc
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
-        self._build_step_image(docker)
+        image_id = self._step_image_id(docker)
+        cache = StepCache(
+            self.client, bool(self.cfg.cache.enabled), rerun, lambda i: image_present(docker, i)
+        )
         for step in steps:
             param = UPSTREAM_PARAM.get(step)
             mounts = [data_mount] if step == FETCH and data_mount else []
-            result = self._run_step(step, step_parameters(step, self.cfg, upstream), wants_gpu, mounts)
+            params = step_parameters(step, self.cfg, upstream)
+            decision = cache.decide(step, image_id, params, upstream)
+            log.info(
+                "step %s: %s (%s)",
+                step,
+                "reusing" if decision.reuse else "running",
+                "; ".join(decision.reasons),
+            )
+            if decision.reuse:
+                result = self._record_reuse(step, decision)
+            else:
+                result = self._run_step(step, params, wants_gpu, mounts)
+                result.reasons = decision.reasons
+                if result.status == FINISHED and decision.key is not None:
+                    cache.record(result.run_id, decision.key)
             self.results.append(result)
             if result.status != FINISHED:
                 raise PipelineError(
@@ -244,10 +279,19 @@ class Pipeline:
             raise PipelineError("train.device=cuda but no NVIDIA GPU on this host (nvidia-smi -L)")
         return has_gpu
 
-    def _build_step_image(self, docker: Any) -> None:
+    def _step_image_id(self, docker: Any) -> str:
+        """Build the step image (or find the one configured); its ID is part of every step key."""
         settings = self.cfg.docker
         if not settings.build_step_image:
-            return
+            try:
+                image_id = str(docker.images.get(settings.step_image).id)
+            except NotFound as exc:
+                raise PipelineError(
+                    f"docker.step_image={settings.step_image!r} is not in the Docker engine "
+                    "and docker.build_step_image=false"
+                ) from exc
+            mlflow.set_tag("pipeline.step_image_id", image_id)
+            return image_id
         log.info("building step image %s (base %s)", settings.step_image, settings.base_image)
         with pip_build_args(settings.wheelhouse, settings.wheelhouse_port) as pip_args:
             image = docker_utils.build_image(
@@ -258,6 +302,27 @@ class Pipeline:
                 network_mode="host",
             )
         mlflow.set_tag("pipeline.step_image_id", image.id)
+        return str(image.id)
+
+    def _record_reuse(self, step: str, decision: Decision) -> StepResult:
+        """A child run that says which run this step reused, so the UI shows the whole pipeline."""
+        parent = mlflow.active_run()
+        assert parent is not None
+        assert decision.reuse is not None
+        reused = decision.reuse.info.run_id
+        record = self.client.create_run(
+            parent.info.experiment_id,
+            run_name=f"{step} (reused)",
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                PIPELINE_TAG: PIPELINE_NAME,
+                REUSED_STEP_TAG: step,
+                REUSED_FROM_TAG: reused,
+                "mlflow.note.content": f"reused {reused}: {'; '.join(decision.reasons)}",
+            },
+        )
+        self.client.set_terminated(record.info.run_id, FINISHED)
+        return StepResult(step, reused, FINISHED, 0.0, "reused", decision.reasons)
 
     def _run_step(self, step: str, params: dict[str, Any], gpus: bool, mounts: list[Path]) -> StepResult:
         parent = mlflow.active_run()
@@ -299,9 +364,19 @@ class Pipeline:
 
 
 def summary_table(results: list[StepResult]) -> str:
-    lines = [f"{'step':<11}{'run id':<34}{'status':<10}{'seconds':>8}"]
-    lines += [f"{r.step:<11}{r.run_id:<34}{r.status:<10}{r.seconds:>8.1f}" for r in results]
+    lines = [f"{'step':<11}{'run id':<34}{'status':<10}{'action':<8}{'seconds':>8}"]
+    for r in results:
+        lines.append(f"{r.step:<11}{r.run_id:<34}{r.status:<10}{r.action:<8}{r.seconds:>8.1f}")
+        lines += [f"{'':<11}why: {reason}" for reason in r.reasons]
     return "\n".join(lines)
+
+
+def image_present(docker: Any, image_id: str) -> bool:
+    try:
+        docker.images.get(image_id)
+    except NotFound:
+        return False
+    return bool(image_id)
 
 
 def run_pipeline(cfg: DictConfig) -> int:

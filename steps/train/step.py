@@ -35,6 +35,7 @@ from cifar_pipeline.checkpoints import (
     load_resume,
     save_checkpoint,
 )
+from cifar_pipeline.checksums import file_digest
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset
 from cifar_pipeline.distributed import (
@@ -301,6 +302,8 @@ def export_and_log(
     reference_dir.mkdir()
     np.savez(reference_dir / "predictions.npz", indices=indices, logits=reference)
 
+    # The model's content digest: the build step's cache key uses it, not this run's ID.
+    mlflow.set_tag("model.digest", "sha256:" + file_digest(onnx_path))
     mlflow.log_artifacts(str(onnx_path.parent), "onnx")
     mlflow.log_artifacts(str(reference_dir), "reference")
     signature = infer_signature(reference_images[:2], reference[:2])
