@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +112,46 @@ def push_image(client: docker.DockerClient, image: Image, repository: str, tag: 
         client.images.remove(reference, noprune=True)
         raise ImagePushError(f"pushing {reference}: the engine reported no manifest digest")
     return str(digest)
+
+
+class ContainerLogRecorder:
+    """Copies a container's output into a file, from a thread, until the container stops.
+
+    Keeps a step's output when the container dies without a chance to log it (killed,
+    out of memory): the caller attaches the file to the step's run. It waits for the
+    container to appear, since `docker run` is only just starting when this is created.
+    """
+
+    def __init__(self, name: str, path: Path, appear_timeout: float = 120.0) -> None:
+        self.name, self.path, self.appear_timeout = name, path, appear_timeout
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._record, name=f"logs-{name}", daemon=True)
+        self._thread.start()
+
+    def _record(self) -> None:
+        client = connect()
+        deadline = time.monotonic() + self.appear_timeout
+        container = None
+        while container is None:
+            try:
+                container = client.containers.get(self.name)
+            except NotFound:
+                if self._stopped.is_set() or time.monotonic() > deadline:
+                    return
+                time.sleep(0.2)
+        try:
+            with self.path.open("wb") as output:
+                for chunk in container.logs(stream=True, follow=True):
+                    output.write(chunk)
+                    output.flush()
+        except (APIError, NotFound, requests.RequestException) as exc:  # removed while streaming
+            log.debug("stopped recording %s: %s", self.name, exc)
+
+    def stop(self, timeout: float = 10.0) -> Path | None:
+        """Wait for the recording to end; the file, if anything was recorded."""
+        self._stopped.set()
+        self._thread.join(timeout)
+        return self.path if self.path.exists() and self.path.stat().st_size else None
 
 
 def remove_container(client: docker.DockerClient, name_or_id: str) -> bool:

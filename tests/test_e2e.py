@@ -221,6 +221,75 @@ def test_changed_upstream_data_reruns_downstream_and_says_so(
     assert "params:" not in steps["train"]["reasons"][0]
 
 
+def wait_for_checkpoint(client: MlflowClient, since_ms: int, timeout: float = 300) -> Run:
+    """The train run started after `since_ms` once it has logged a checkpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        query = f"tags.`{STEP_TAG}` = 'train' and attributes.start_time > {since_ms}"
+        for run in client.search_runs(["0"], query):
+            if any(
+                a.path == "checkpoints/last.pt" for a in client.list_artifacts(run.info.run_id, "checkpoints")
+            ):
+                return run
+        time.sleep(0.5)
+    raise AssertionError("no train run checkpointed in time")
+
+
+def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    since_ms = int(time.time() * 1000)
+    args = [
+        str(BIN / "mlflow"),
+        "run",
+        ".",
+        "--env-manager",
+        "local",
+        "-P",
+        "source=digits",
+        "-P",
+        "epochs=5",
+    ]
+    pipeline = subprocess.Popen(
+        args, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        killed_train = wait_for_checkpoint(local_store, since_ms)
+        [container] = [
+            c for c in docker.from_env().containers.list() if c.name.startswith("cifar-pipeline-train-")
+        ]
+        container.kill()
+        output, _ = pipeline.communicate(timeout=300)
+    finally:
+        pipeline.kill()
+    assert pipeline.returncode != 0
+    assert "step train FAILED" in output
+    failed = pipeline_runs(local_store)[0]
+    assert failed.info.status == "FAILED"
+    train = local_store.get_run(killed_train.info.run_id)
+    assert train.info.status == "FAILED"
+    # the container's output up to the kill is on the run
+    logs = local_store.download_artifacts(train.info.run_id, "logs/container.log", str(tmp_path))
+    assert "training on" in Path(logs).read_text()
+    assert leftover_containers() == []
+
+    result = mlflow_run(project, f"resume={failed.info.run_id}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = pipeline_runs(local_store)[0]
+    assert resumed.info.status == "FINISHED"
+    steps = summary_steps(local_store, resumed, tmp_path)
+    assert steps["fetch"]["action"] == "reused"
+    assert steps["fetch"]["reasons"] == [f"finished in pipeline {failed.info.run_id}"]
+    assert steps["train"]["action"] == "ran"
+    assert steps["train"]["reasons"] == [
+        f"not cacheable: continues the interrupted train run {train.info.run_id}"
+    ]
+    continued = local_store.get_run(steps["train"]["run_id"])
+    assert int(continued.data.tags["train.resumed_after_epoch"]) >= 1
+    assert continued.data.params["epochs"] == "5"  # the failed pipeline's configuration
+    assert [steps[s]["action"] for s in ("build", "systemtest")] == ["ran", "ran"]
+
+
 @pytest.fixture(scope="module")
 def registry() -> str:
     """A registry on 127.0.0.1 (`make test` starts one: scripts/ensure_local_registry.sh)."""

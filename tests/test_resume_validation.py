@@ -10,6 +10,7 @@ from cifar_pipeline.orchestrator.pipeline import (
     PipelineError,
     continue_unfinished_training,
     plan,
+    plan_resume,
     step_parameters,
     validate_resume,
 )
@@ -115,3 +116,36 @@ def test_finished_train_run_still_means_build_and_test(mlflow_store, tmp_path: P
     done = _fake_run("train", tmp_path, REQUIRED_ARTIFACTS["train"])
     given = plan(OmegaConf.create({"model_run_id": done}))
     assert continue_unfinished_training(*given, mlflow.MlflowClient()) == given
+
+
+def _pipeline_run(status: str, tags: dict[str, str]) -> str:
+    with mlflow.start_run() as run:
+        mlflow.set_tags({STEP_TAG: "pipeline", **tags})
+    mlflow.MlflowClient().set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_resume_a_pipeline_refuses_what_cannot_be_resumed(mlflow_store, tmp_path: Path) -> None:
+    client = mlflow.MlflowClient()
+    with pytest.raises(PipelineError, match="that pipeline FINISHED; there is nothing to resume"):
+        plan_resume(client, _pipeline_run("FINISHED", {}))
+    fetch_run = _fake_run("fetch", tmp_path, REQUIRED_ARTIFACTS["fetch"])
+    with pytest.raises(PipelineError, match=r"resume='\w+': not a pipeline run \(step tag 'fetch'\)"):
+        plan_resume(client, fetch_run)
+    with pytest.raises(PipelineError, match="no such run"):
+        plan_resume(client, "0123456789abcdef0123456789abcdef")
+
+
+def test_resume_a_pipeline_reuses_finished_steps_and_continues_training(mlflow_store, tmp_path: Path) -> None:
+    client = mlflow.MlflowClient()
+    fetch_run = _fake_run("fetch", tmp_path, REQUIRED_ARTIFACTS["fetch"])
+    failed = _pipeline_run("FAILED", {"pipeline.data_run_id": fetch_run})
+    with mlflow.start_run(tags={"mlflow.parentRunId": failed}) as killed:
+        mlflow.set_tag(STEP_TAG, "train")
+        (tmp_path / "last.pt").write_text("x")
+        mlflow.log_artifact(str(tmp_path / "last.pt"), "checkpoints")
+    client.set_terminated(killed.info.run_id, "FAILED")
+    steps, upstream, finished = plan_resume(client, failed)
+    assert steps == ["train", "build", "systemtest"]
+    assert finished == {"fetch": fetch_run}
+    assert upstream == {"data_run_id": fetch_run, "resume_run_id": killed.info.run_id}

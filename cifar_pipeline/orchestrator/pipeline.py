@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 from docker.errors import NotFound
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +32,6 @@ from cifar_pipeline import docker_utils
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
     REUSED_STEP_TAG,
-    Decision,
     StepCache,
     parse_rerun,
 )
@@ -118,6 +118,70 @@ def continue_unfinished_training(
     data_run_id = lineage(run).get("data_run_id", "")
     log.info("train run %s is %s: continuing it from its last checkpoint", run_id, run.info.status)
     return [TRAIN, BUILD, SYSTEMTEST], {"data_run_id": data_run_id, "resume_run_id": run_id}
+
+
+def pipeline_run(client: MlflowClient, run_id: str) -> Run:
+    label = f"resume={run_id!r}"
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise PipelineError(f"{label}: no such run in {mlflow.get_tracking_uri()}") from exc
+    if run.data.tags.get(STEP_TAG) != "pipeline":
+        raise PipelineError(f"{label}: not a pipeline run (step tag {run.data.tags.get(STEP_TAG)!r})")
+    if run.info.status == FINISHED:
+        raise PipelineError(f"{label}: that pipeline FINISHED; there is nothing to resume")
+    return run
+
+
+def plan_resume(client: MlflowClient, run_id: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Resume a pipeline run that failed: (steps left, upstream for them, finished steps' runs).
+
+    Its finished steps are the ones whose outputs it recorded (`pipeline.<output>` tags)
+    and that are still usable; a train run it left FAILED or KILLED with a checkpoint is
+    continued from there.
+    """
+    run = pipeline_run(client, run_id)
+    finished: dict[str, str] = {}
+    for step in STEPS[:-1]:
+        produced = run.data.tags.get(f"pipeline.{PRODUCES[step]}", "")
+        try:
+            require_step_run(produced, step, client)
+        except UpstreamError:
+            break
+        finished[step] = produced
+    upstream = {PRODUCES[step]: finished[step] for step in finished}
+    steps = list(STEPS[len(finished) :])
+    if steps[0] == TRAIN:
+        trains = client.search_runs(
+            [run.info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{STEP_TAG}` = '{TRAIN}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        for train in trains:
+            if train.info.status in ("FAILED", "KILLED") and any(
+                a.path == CHECKPOINT for a in client.list_artifacts(train.info.run_id, "checkpoints")
+            ):
+                upstream["resume_run_id"] = train.info.run_id
+                break
+    return steps, upstream, finished
+
+
+def resumed_config(cfg: DictConfig, client: MlflowClient) -> DictConfig:
+    """With resume.pipeline_run_id: that pipeline's configuration, so its steps' keys match."""
+    run_id = str(cfg.resume.get("pipeline_run_id") or "").strip()
+    if not run_id:
+        return cfg
+    pipeline_run(client, run_id)
+    with tempfile.TemporaryDirectory(prefix="resume-") as work:
+        try:
+            earlier = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", work))
+        except (MlflowException, OSError) as exc:
+            raise PipelineError(f"resume={run_id!r}: its config.yaml cannot be read: {exc}") from exc
+    merged = OmegaConf.merge(cfg, earlier)
+    assert isinstance(merged, DictConfig)
+    merged.resume = {key: "" for key in merged.resume} | {"pipeline_run_id": run_id}
+    log.info("resuming pipeline %s with its configuration", run_id)
+    return merged
 
 
 def validate_resume(given: dict[str, str], client: MlflowClient) -> None:
@@ -211,11 +275,22 @@ class Pipeline:
         self.results: list[StepResult] = []
 
     def run(self) -> None:
-        steps, upstream = continue_unfinished_training(*plan(self.cfg.resume), self.client)
-        validate_resume({k: v for k, v in upstream.items() if k in RESUME_INPUT_STEP}, self.client)
+        resume_pipeline = str(self.cfg.resume.get("pipeline_run_id") or "")
+        finished: dict[str, str] = {}
+        if resume_pipeline:
+            steps, upstream, finished = plan_resume(self.client, resume_pipeline)
+        else:
+            steps, upstream = continue_unfinished_training(*plan(self.cfg.resume), self.client)
+            validate_resume({k: v for k, v in upstream.items() if k in RESUME_INPUT_STEP}, self.client)
         for key, run_id in upstream.items():
-            if key in RESUME_INPUT_STEP:
+            if key in RESUME_INPUT_STEP and RESUME_INPUT_STEP[key] not in finished:
                 self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0, "given"))
+                mlflow.set_tag(f"pipeline.{key}", run_id)
+        for step, run_id in finished.items():
+            self.results.append(self._record_reuse(step, run_id, [f"finished in pipeline {resume_pipeline}"]))
+            mlflow.set_tag(f"pipeline.{PRODUCES[step]}", run_id)
+        if TRAIN in finished:
+            self._stop_unless_blessed(finished[TRAIN])
         try:
             rerun = parse_rerun(self.cfg.cache.rerun, STEPS)
         except ValueError as exc:
@@ -239,7 +314,7 @@ class Pipeline:
                 "; ".join(decision.reasons),
             )
             if decision.reuse:
-                result = self._record_reuse(step, decision)
+                result = self._record_reuse(step, decision.reuse.info.run_id, decision.reasons)
             else:
                 result = self._run_step(step, params, wants_gpu, mounts)
                 result.reasons = decision.reasons
@@ -304,12 +379,10 @@ class Pipeline:
         mlflow.set_tag("pipeline.step_image_id", image.id)
         return str(image.id)
 
-    def _record_reuse(self, step: str, decision: Decision) -> StepResult:
+    def _record_reuse(self, step: str, reused: str, reasons: list[str]) -> StepResult:
         """A child run that says which run this step reused, so the UI shows the whole pipeline."""
         parent = mlflow.active_run()
         assert parent is not None
-        assert decision.reuse is not None
-        reused = decision.reuse.info.run_id
         record = self.client.create_run(
             parent.info.experiment_id,
             run_name=f"{step} (reused)",
@@ -318,11 +391,11 @@ class Pipeline:
                 PIPELINE_TAG: PIPELINE_NAME,
                 REUSED_STEP_TAG: step,
                 REUSED_FROM_TAG: reused,
-                "mlflow.note.content": f"reused {reused}: {'; '.join(decision.reasons)}",
+                "mlflow.note.content": f"reused {reused}: {'; '.join(reasons)}",
             },
         )
         self.client.set_terminated(record.info.run_id, FINISHED)
-        return StepResult(step, reused, FINISHED, 0.0, "reused", decision.reasons)
+        return StepResult(step, reused, FINISHED, 0.0, "reused", reasons)
 
     def _run_step(self, step: str, params: dict[str, Any], gpus: bool, mounts: list[Path]) -> StepResult:
         parent = mlflow.active_run()
@@ -335,26 +408,32 @@ class Pipeline:
         args["name"] = container
         log.info("=== step %s: %s", step, json.dumps(params))
         started = time.monotonic()
-        submitted = mlflow.projects.run(
-            uri=str(STEPS_DIR / step),
-            entry_point="main",
-            parameters=params,
-            experiment_id=experiment_id,
-            docker_args=args,
-            env_manager="local",
-            synchronous=False,
-            build_image=False,
-        )
-        try:
-            submitted.wait()
-        except BaseException:
-            submitted.cancel()
-            raise
-        finally:
-            # MLflow runs containers with --rm, but a cancelled `docker run` client
-            # leaves its container running: remove it, whatever happened.
-            docker_utils.remove_container(docker_utils.connect(), container)
-            self._fail_if_still_running(submitted.run_id)
+        with tempfile.TemporaryDirectory(prefix=f"{step}-container-") as work:
+            recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
+            submitted = mlflow.projects.run(
+                uri=str(STEPS_DIR / step),
+                entry_point="main",
+                parameters=params,
+                experiment_id=experiment_id,
+                docker_args=args,
+                env_manager="local",
+                synchronous=False,
+                build_image=False,
+            )
+            try:
+                submitted.wait()
+            except BaseException:
+                submitted.cancel()
+                raise
+            finally:
+                # MLflow runs containers with --rm, but a cancelled `docker run` client
+                # leaves its container running: remove it, whatever happened.
+                docker_utils.remove_container(docker_utils.connect(), container)
+                self._fail_if_still_running(submitted.run_id)
+                # The container's whole output, also when it was killed before the step
+                # could attach its own log.
+                if (recorded := recorder.stop()) is not None:
+                    self.client.log_artifact(submitted.run_id, str(recorded), "logs")
         status = self.client.get_run(submitted.run_id).info.status
         return StepResult(step, submitted.run_id, status, time.monotonic() - started)
 
@@ -384,6 +463,13 @@ def run_pipeline(cfg: DictConfig) -> int:
     mlflow.set_tracking_uri(absolute_tracking_uri(mlflow.get_tracking_uri()))
     parent = mlflow.start_run()  # under `mlflow run .` this is the main entry point's run
     mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME})
+    try:
+        cfg = resumed_config(cfg, MlflowClient())
+    except PipelineError as exc:
+        log.error("pipeline failed: %s", exc)
+        mlflow.set_tag("pipeline.error", str(exc))
+        mlflow.end_run(FAILED)
+        return 1
     resolved = as_dict(cfg)
     mlflow.log_dict(resolved, "config.yaml")
     mlflow.log_params(flatten(resolved))
