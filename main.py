@@ -1,7 +1,9 @@
 """The pipeline's `main` entry point: fetch -> train -> build -> system test.
 
 A thin Hydra app: compose configs/, then hand over to cifar_pipeline.orchestrator.
-`mlflow run .` calls it with MLproject's parameters as Hydra overrides.
+`mlflow run .` calls it with MLproject's parameters as Hydra overrides. With `-m`
+(Hydra multirun) every point of the sweep is a pipeline run of its own, nested under
+one sweep run.
 """
 
 from __future__ import annotations
@@ -9,17 +11,25 @@ from __future__ import annotations
 import sys
 
 import hydra
+import mlflow
 from omegaconf import DictConfig
 
+from cifar_pipeline.orchestrator import sweep
 from cifar_pipeline.orchestrator.cli import expand_overrides
 from cifar_pipeline.orchestrator.pipeline import run_pipeline
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    sys.exit(run_pipeline(cfg))
+    if not sweep.is_multirun():
+        sys.exit(run_pipeline(cfg))
+    tags = sweep.start_point(cfg, sys.argv[1:])
+    code = run_pipeline(cfg, point_tags=tags)
+    last = mlflow.last_active_run()
+    sweep.end_point(tags, last.info.run_id if last else "", code)
 
 
 if __name__ == "__main__":
     sys.argv = expand_overrides(sys.argv)
     main()
+    sys.exit(sweep.finish())

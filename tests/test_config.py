@@ -57,6 +57,9 @@ def test_overrides_parameter_is_split_into_hydra_overrides() -> None:
         "x=1",
     ]
     assert expand_overrides(["main.py", "overrides="]) == ["main.py"]
+    # a multirun flag goes before the overrides, where Hydra's parser accepts it
+    sweep = expand_overrides(["main.py", "data=digits", "overrides=-m optim.lr=0.1,0.2"])
+    assert sweep == ["main.py", "-m", "data=digits", "optim.lr=0.1,0.2"]
 
 
 def test_every_data_config_has_the_same_keys() -> None:

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
+from cifar_pipeline.orchestrator.sweep import POINT_TAG
 from cifar_pipeline.tracking import FETCH, STEP_TAG, STEPS, require_step_run
 from tests.conftest import md5_spec, write_cifar_tarball
 from tests.http_files import FileServer, serve
@@ -288,6 +289,24 @@ def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
     assert int(continued.data.tags["train.resumed_after_epoch"]) >= 1
     assert continued.data.params["epochs"] == "5"  # the failed pipeline's configuration
     assert [steps[s]["action"] for s in ("build", "systemtest")] == ["ran", "ran"]
+
+
+def test_two_point_sweep_shares_one_fetch_run(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    result = mlflow_run(project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.02,0.05")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [sweep] = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'")
+    assert sweep.info.status == "FINISHED"
+    assert sweep.data.params["sweep.keys"] == "optim.lr"
+    points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.02", "optim.lr=0.05"]
+    assert sorted(p.data.params["optim.lr"] for p in points) == ["0.02", "0.05"]  # for the compare view
+    assert all(p.info.status == "FINISHED" and p.data.tags[STEP_TAG] == "pipeline" for p in points)
+    summaries = [summary_steps(local_store, point, tmp_path / point.info.run_id) for point in points]
+    assert len({s["fetch"]["run_id"] for s in summaries}) == 1  # one fetch, shared through the cache
+    assert len({s["train"]["run_id"] for s in summaries}) == 2
+    assert all(s["train"]["action"] == "ran" for s in summaries)
 
 
 @pytest.fixture(scope="module")

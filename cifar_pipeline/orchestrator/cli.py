@@ -31,18 +31,21 @@ def expand_overrides(argv: list[str]) -> list[str]:
     """Turn MLproject's arguments into Hydra overrides.
 
     MLflow passes each parameter as one shell-quoted word, so `-P overrides="a=1 b=2"`
-    arrives as the one argument `overrides=a=1 b=2`: it is split into overrides. Literal
+    arrives as the one argument `overrides=a=1 b=2`: it is split into overrides (flags such
+    as `-m` go first, where Hydra's parser expects them). Literal
     parameters (`data_url=...`) become quoted overrides of their config key when set, and
     are dropped when empty so the data config's default stands.
     """
     expanded: list[str] = []
+    flags: list[str] = []  # e.g. -m: Hydra's parser takes flags only before the overrides
     for arg in argv:
         literal = next((p for p in LITERAL_PARAMS if arg.startswith(p)), None)
         if arg.startswith(OVERRIDES_ARG):
-            expanded.extend(shlex.split(arg[len(OVERRIDES_ARG) :]))
+            for word in shlex.split(arg[len(OVERRIDES_ARG) :]):
+                (flags if word.startswith("-") else expanded).append(word)
         elif literal is not None:
             if value := arg[len(literal) :]:
                 expanded.append(f"{LITERAL_PARAMS[literal]}={hydra_quote(value)}")
         else:
             expanded.append(arg)
-    return expanded
+    return expanded[:1] + flags + expanded[1:]

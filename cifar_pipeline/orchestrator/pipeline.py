@@ -458,11 +458,15 @@ def image_present(docker: Any, image_id: str) -> bool:
     return bool(image_id)
 
 
-def run_pipeline(cfg: DictConfig) -> int:
-    """Run the pipeline in the current (or a new) parent run; return the exit code."""
+def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> int:
+    """Run the pipeline in the current (or a new) parent run; return the exit code.
+
+    With `point_tags` (a sweep point) the pipeline run is nested under the active sweep run.
+    """
     mlflow.set_tracking_uri(absolute_tracking_uri(mlflow.get_tracking_uri()))
-    parent = mlflow.start_run()  # under `mlflow run .` this is the main entry point's run
-    mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME})
+    # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
+    parent = mlflow.start_run(nested=point_tags is not None)
+    mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME, **(point_tags or {})})
     try:
         cfg = resumed_config(cfg, MlflowClient())
     except PipelineError as exc:
