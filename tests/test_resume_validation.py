@@ -11,6 +11,7 @@ from cifar_pipeline.orchestrator.pipeline import (
     continue_unfinished_training,
     plan,
     plan_resume,
+    run_pipeline,
     step_parameters,
     validate_resume,
 )
@@ -149,3 +150,17 @@ def test_resume_a_pipeline_reuses_finished_steps_and_continues_training(mlflow_s
     assert steps == ["train", "build", "systemtest"]
     assert finished == {"fetch": fetch_run}
     assert upstream == {"data_run_id": fetch_run, "resume_run_id": killed.info.run_id}
+
+
+def test_an_unreachable_tracking_server_is_one_clear_error_before_any_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri("http://127.0.0.1:1")
+    try:
+        cfg = OmegaConf.create({"resume": {}})
+        assert run_pipeline(cfg) == 1
+    finally:
+        mlflow.set_tracking_uri("")
+    assert "MLflow tracking server http://127.0.0.1:1 is unreachable (ConnectionError" in caplog.text
+    assert mlflow.active_run() is None

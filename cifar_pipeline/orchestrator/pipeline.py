@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import requests
 from docker.errors import NotFound
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
@@ -200,6 +201,20 @@ def absolute_tracking_uri(uri: str) -> str:
     if parsed.scheme in ("", "file") and not parsed.netloc:
         return Path(parsed.path).resolve().as_uri()
     return uri
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """An http(s) tracking server must answer now: one clear error instead of MLflow's
+    retries (minutes) on the first call, and before any run or container exists."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as exc:
+        raise PipelineError(
+            f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}: {exc}); "
+            "start it, or set MLFLOW_TRACKING_URI to one that runs"
+        ) from None
 
 
 def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None:
@@ -464,6 +479,11 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> i
     With `point_tags` (a sweep point) the pipeline run is nested under the active sweep run.
     """
     mlflow.set_tracking_uri(absolute_tracking_uri(mlflow.get_tracking_uri()))
+    try:
+        check_tracking_server(mlflow.get_tracking_uri())
+    except PipelineError as exc:
+        log.error("pipeline failed: %s", exc)
+        return 1
     # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
     parent = mlflow.start_run(nested=point_tags is not None)
     mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME, **(point_tags or {})})
