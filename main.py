@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 import hydra
-import mlflow
 from omegaconf import DictConfig
 
 from cifar_pipeline.orchestrator import sweep
@@ -22,11 +21,10 @@ from cifar_pipeline.orchestrator.pipeline import run_pipeline
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     if not sweep.is_multirun():
-        sys.exit(run_pipeline(cfg))
+        sys.exit(run_pipeline(cfg).exit_code)
     tags = sweep.start_point(cfg, sys.argv[1:])
-    code = run_pipeline(cfg, point_tags=tags)
-    last = mlflow.last_active_run()
-    sweep.end_point(tags, last.info.run_id if last else "", code)
+    outcome = run_pipeline(cfg, point_tags=tags)
+    sweep.end_point(tags, outcome.run_id, outcome.exit_code)
 
 
 if __name__ == "__main__":

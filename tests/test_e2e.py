@@ -307,6 +307,8 @@ def test_two_point_sweep_shares_one_fetch_run(
     assert len({s["fetch"]["run_id"] for s in summaries}) == 1  # one fetch, shared through the cache
     assert len({s["train"]["run_id"] for s in summaries}) == 2
     assert all(s["train"]["action"] == "ran" for s in summaries)
+    listing = Path(local_store.download_artifacts(sweep.info.run_id, "sweep.txt", str(tmp_path))).read_text()
+    assert all(f"FINISHED  {p.info.run_id}  {p.data.tags[POINT_TAG]}" in listing for p in points)
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ def test_an_unreachable_tracking_server_is_one_clear_error_before_any_run(
     mlflow.set_tracking_uri("http://127.0.0.1:1")
     try:
         cfg = OmegaConf.create({"resume": {}})
-        assert run_pipeline(cfg) == 1
+        assert run_pipeline(cfg).exit_code == 1
     finally:
         mlflow.set_tracking_uri("")
     assert "MLflow tracking server http://127.0.0.1:1 is unreachable (ConnectionError" in caplog.text

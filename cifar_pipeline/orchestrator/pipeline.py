@@ -473,8 +473,14 @@ def image_present(docker: Any, image_id: str) -> bool:
     return bool(image_id)
 
 
-def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> int:
-    """Run the pipeline in the current (or a new) parent run; return the exit code.
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    run_id: str  # the pipeline run; empty if none was started
+
+
+def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> Outcome:
+    """Run the pipeline in the current (or a new) parent run; return its exit code and run ID.
 
     With `point_tags` (a sweep point) the pipeline run is nested under the active sweep run.
     """
@@ -483,7 +489,7 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> i
         check_tracking_server(mlflow.get_tracking_uri())
     except PipelineError as exc:
         log.error("pipeline failed: %s", exc)
-        return 1
+        return Outcome(1, "")
     # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
     parent = mlflow.start_run(nested=point_tags is not None)
     mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME, **(point_tags or {})})
@@ -493,7 +499,7 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> i
         log.error("pipeline failed: %s", exc)
         mlflow.set_tag("pipeline.error", str(exc))
         mlflow.end_run(FAILED)
-        return 1
+        return Outcome(1, parent.info.run_id)
     resolved = as_dict(cfg)
     mlflow.log_dict(resolved, "config.yaml")
     mlflow.log_params(flatten(resolved))
@@ -525,4 +531,4 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> i
             mlflow.set_tag("pipeline.error", error[:5000])
             log.error("pipeline failed: %s", error)
         mlflow.end_run(status)
-    return 0 if status == FINISHED else 1
+    return Outcome(0 if status == FINISHED else 1, parent.info.run_id)
