@@ -372,6 +372,13 @@ def test_a_failed_push_fails_the_build_and_leaves_no_image(
         (["source=digits", "data_run_id=0123456789abcdef0123456789abcdef"], {}, "no such run"),
         (["source=imagenet"], {}, "data/imagenet"),
         (["source=digits", "overrides=train.no_such_key=1"], {}, "no_such_key"),
+        (["source=digits", "cache=maybe"], {}, "cache.enabled='maybe': expected true or false"),
+        (["source=digits", "rerun=trian"], {}, "cache.rerun='trian': unknown step trian"),
+        (
+            ["resume=0123456789abcdef0123456789abcdef"],
+            {},
+            "resume='0123456789abcdef0123456789abcdef': no such run",
+        ),
         (["source=imagefolder", "data_url=/nonexistent/pets"], {}, "'/nonexistent/pets': no such file"),
         (["source=digits"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "Docker engine unreachable"),
     ],

@@ -310,13 +310,13 @@ class Pipeline:
             rerun = parse_rerun(self.cfg.cache.rerun, STEPS)
         except ValueError as exc:
             raise PipelineError(str(exc)) from exc
+        if not isinstance(self.cfg.cache.enabled, bool):
+            raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
         image_id = self._step_image_id(docker)
-        cache = StepCache(
-            self.client, bool(self.cfg.cache.enabled), rerun, lambda i: image_present(docker, i)
-        )
+        cache = StepCache(self.client, self.cfg.cache.enabled, rerun, lambda i: image_present(docker, i))
         for step in steps:
             param = UPSTREAM_PARAM.get(step)
             mounts = [data_mount] if step == FETCH and data_mount else []
