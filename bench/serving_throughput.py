@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,7 +82,7 @@ def latest_build_run(client: MlflowClient) -> str:
     return str(runs[0].info.run_id)
 
 
-def wait_until_answering(url: str, timeout: float, alive: Any) -> None:
+def wait_until_answering(url: str, timeout: float, alive: Callable[[], bool]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():

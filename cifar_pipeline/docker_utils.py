@@ -95,21 +95,25 @@ def push_image(client: docker.DockerClient, image: Image, repository: str, tag: 
     On failure the registry tag is removed again, so no local name suggests a push that
     did not happen.
     """
-    reference = f"{repository}:{tag}"
     image.tag(repository, tag)
+    try:
+        return _push(client, repository, tag)
+    except ImagePushError:
+        client.images.remove(f"{repository}:{tag}", noprune=True)
+        raise
+
+
+def _push(client: docker.DockerClient, repository: str, tag: str) -> str:
+    reference = f"{repository}:{tag}"
     digest = None
     try:
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
             if "error" in chunk:
                 raise ImagePushError(f"pushing {reference} failed: {chunk['error'].strip()}")
             digest = chunk.get("aux", {}).get("Digest", digest)
-    except (ImagePushError, APIError, requests.RequestException) as exc:
-        client.images.remove(reference, noprune=True)
-        if isinstance(exc, ImagePushError):
-            raise
+    except (APIError, requests.RequestException) as exc:
         raise ImagePushError(f"pushing {reference} failed: {exc}") from exc
     if digest is None:
-        client.images.remove(reference, noprune=True)
         raise ImagePushError(f"pushing {reference}: the engine reported no manifest digest")
     return str(digest)
 

@@ -30,7 +30,15 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.tracking import BUILD, FETCH, STEP_TAG, TRAIN, UPSTREAM_PARAM, find_reusable_run
+from cifar_pipeline.tracking import (
+    BUILD,
+    FETCH,
+    STEP_TAG,
+    SYSTEMTEST,
+    TRAIN,
+    UPSTREAM_PARAM,
+    find_reusable_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +48,12 @@ STEP_KEY_ARTIFACT = "step_key.json"
 REUSED_FROM_TAG = "pipeline.reused_from"
 REUSED_STEP_TAG = "pipeline.reused_step"
 
-# The tag holding the content digest of what each step produces, by the upstream name.
-OUTPUT_DIGEST = {
-    "data": (FETCH, "data.digest"),
-    "model": (TRAIN, "model.digest"),
-    "image": (BUILD, "image.id"),
+# Each step's input by name, and the tag of the upstream run holding its content digest.
+UPSTREAM_DIGEST_TAG = {
+    TRAIN: ("data", "data.digest"),
+    BUILD: ("model", "model.digest"),
+    SYSTEMTEST: ("image", "image.id"),
 }
-UPSTREAM_NAME = {TRAIN: "data", BUILD: "model", "systemtest": "image"}
 NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id"}
 
 
@@ -104,11 +111,10 @@ def fetch_input(params: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def upstream_digest(client: MlflowClient, step: str, upstream: dict[str, str]) -> dict[str, str]:
-    name = UPSTREAM_NAME.get(step)
-    if name is None:
+    if step not in UPSTREAM_DIGEST_TAG:
         return {}
+    name, tag = UPSTREAM_DIGEST_TAG[step]
     run_id = upstream[UPSTREAM_PARAM[step]]
-    _, tag = OUTPUT_DIGEST[name]
     # Runs from before digests were recorded fall back to their run ID: still a correct key.
     return {name: client.get_run(run_id).data.tags.get(tag) or f"run:{run_id}"}
 
