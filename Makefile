@@ -1,24 +1,34 @@
 # Two commands do all the set-up: `make demo` and `make test`.
-# Both create the virtualenv, make sure a Docker engine runs, pick or make a base
-# image, and resolve the pinned wheels that the images install from.
+# Both make sure a Docker engine runs, pick or make a base image, and resolve the
+# pinned wheels that the step images install from (served to image builds over
+# loopback HTTP). `make demo` installs on the host only what the orchestrator needs;
+# `make test` (and `make lint`) add every step's dependencies and the test tools.
 
 PYTHON ?= python3
 VENV ?= .venv
 STATE := .build
 WHEELHOUSE := $(CURDIR)/.wheelhouse
+WHEELHOUSE_PORT ?= 38457
 DEMO_EPOCHS ?= 4
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-IMAGE_ENV = PIPELINE_BASE_IMAGE=$$(cat $(STATE)/base-image) PIPELINE_WHEELHOUSE=$(WHEELHOUSE)
+IMAGE_ENV = PIPELINE_BASE_IMAGE=$$(cat $(STATE)/base-image) PIPELINE_PIP_FIND_LINKS=$$(cat $(STATE)/wheelhouse-url)
 
-.PHONY: setup venv engine base-image wheelhouse registry demo test lint ui clean
+.PHONY: setup venv dev-venv engine base-image wheelhouse wheelhouse-server registry images demo test lint ui clean
 
-setup: venv engine base-image wheelhouse
+setup: venv engine base-image wheelhouse-server
 
-venv: $(VENV)/.installed
-$(VENV)/.installed: requirements/*.txt
+# The orchestrator's environment only (requirements/orchestrator.txt): no torch on the host.
+venv: $(VENV)/.orchestrator
+$(VENV)/.orchestrator: requirements/orchestrator.txt requirements/pins.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements/orchestrator.txt
+	touch $@
+
+# Tests and linters import every step's code: all the steps' requirements, and the tools.
+dev-venv: $(VENV)/.dev
+$(VENV)/.dev: requirements/*.txt | venv
 	$(VENV)/bin/pip install --quiet -r requirements/dev.txt
 	touch $@
 
@@ -30,25 +40,36 @@ base-image: engine
 	scripts/ensure_base_image.sh > $(STATE)/base-image
 	@echo "base image: $$(cat $(STATE)/base-image)"
 
+# The images install exactly these wheels (requirements/pins.txt), resolved by the
+# host's pip: this also works where containers cannot reach a package index.
+wheelhouse: $(WHEELHOUSE)/.complete
+$(WHEELHOUSE)/.complete: requirements/*.txt | venv
+	$(VENV)/bin/pip download --quiet -d $(WHEELHOUSE) $(foreach r,fetch train build systemtest serve,-r requirements/$(r).txt)
+	touch $@
+
+# One long-lived server for the wheelhouse, shared by every pipeline and image build.
+wheelhouse-server: wheelhouse
+	@mkdir -p $(STATE)
+	scripts/ensure_wheelhouse_server.sh $(WHEELHOUSE) $(WHEELHOUSE_PORT) > $(STATE)/wheelhouse-url
+
 # A registry on 127.0.0.1 for the test of the build step's push (-P registry=...).
 registry: engine
 	@mkdir -p $(STATE)
 	scripts/ensure_local_registry.sh > $(STATE)/registry
 
-# The images install exactly these wheels (requirements/pins.txt), resolved by the
-# host's pip: this also works where containers cannot reach a package index.
-wheelhouse: $(WHEELHOUSE)/.complete
-$(WHEELHOUSE)/.complete: requirements/*.txt | venv
-	$(VENV)/bin/pip download --quiet -d $(WHEELHOUSE) -r requirements/step.txt -r requirements/serve.txt
-	touch $@
+# Every step image, tagged cifar-pipeline-<step>:latest, for running a step alone
+# (`mlflow run steps/<step>`). The pipeline builds what it needs by itself.
+images: setup
+	python -m cifar_pipeline.orchestrator.images --tag-latest \
+	  --base-image $$(cat $(STATE)/base-image) --find-links $$(cat $(STATE)/wheelhouse-url)
 
 demo: setup
 	$(IMAGE_ENV) mlflow run . --env-manager local -P source=digits -P epochs=$(DEMO_EPOCHS)
 
-test: setup registry
+test: setup dev-venv registry
 	$(IMAGE_ENV) PIPELINE_TEST_REGISTRY=$$(cat $(STATE)/registry) pytest
 
-lint: venv
+lint: dev-venv
 	ruff check .
 	ruff format --check .
 	mypy

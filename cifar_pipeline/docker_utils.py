@@ -52,15 +52,21 @@ def connect() -> docker.DockerClient:
 def build_image(
     client: docker.DockerClient,
     context: Path,
-    tag: str,
+    tag: str | None,
     buildargs: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     dockerfile: str = "Dockerfile",
     network_mode: str | None = None,
+    target: str | None = None,
 ) -> Image:
-    """Build with the classic builder, streaming the build log to the logger."""
+    """Build with the classic builder, streaming the build log to the logger.
+
+    A failure names the Dockerfile instruction that failed and ends with the build log's tail.
+    """
     lines: list[str] = []
     image_id = None
+    instruction = "(before the first instruction)"
+    name = tag or f"target {target}"
     stream = client.api.build(
         path=str(context),
         tag=tag,
@@ -71,21 +77,25 @@ def build_image(
         forcerm=True,
         decode=True,
         network_mode=network_mode,
+        target=target,
     )
     for chunk in stream:
         if "stream" in chunk:
             text = chunk["stream"].rstrip()
             if text:
                 lines.append(text)
-                # Dockerfile steps at INFO for people at a terminal; the rest at DEBUG.
-                log.log(logging.INFO if text.startswith("Step ") else logging.DEBUG, "  %s", text)
+                if text.startswith("Step "):
+                    instruction = text
+                # Dockerfile steps that run at INFO for people at a terminal; the rest at DEBUG.
+                running = text.startswith("Step ") or text.startswith(" ---> Running")
+                log.log(logging.INFO if running else logging.DEBUG, "  %s", text)
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
         if "error" in chunk:
             tail = "\n".join([*lines[-15:], chunk["error"].strip()])
-            raise ImageBuildError(f"building {tag} failed:\n{tail}")
+            raise ImageBuildError(f"building {name} failed at {instruction!r}:\n{tail}")
     if image_id is None:
-        raise ImageBuildError(f"building {tag} produced no image")
+        raise ImageBuildError(f"building {name} produced no image")
     return client.images.get(image_id)
 
 

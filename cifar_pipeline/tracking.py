@@ -18,6 +18,8 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import code_trace
+
 log = logging.getLogger(__name__)
 
 STEP_TAG = "pipeline.step"
@@ -26,6 +28,8 @@ PIPELINE_TAG = "pipeline.name"
 PIPELINE_NAME = "cifar-pipeline"
 QUALITY_GATE_TAG = "quality_gate"  # "passed" / "failed" on train runs
 CHECKPOINT = "checkpoints/last.pt"  # a train run's latest checkpoint, replaced every epoch
+# The project files a step run loaded, with their digests: its code identity (code_trace.py).
+CODE_TRACE_ARTIFACT = "step_code.json"
 
 FETCH, TRAIN, BUILD, SYSTEMTEST = "fetch", "train", "build", "systemtest"
 STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST)
@@ -122,8 +126,10 @@ def step_run(step: str, upstream: dict[str, str] | None = None) -> Iterator[Run]
 
     Under `mlflow run` the run already exists (MLFLOW_RUN_ID); `start_run` attaches
     to it. The step's log file is attached to the run whether the step succeeds or
-    fails, so a failure keeps its logs.
+    fails, so a failure keeps its logs. A step that succeeds also records the project
+    files it loaded (CODE_TRACE_ARTIFACT), which decides when the run may be reused.
     """
+    trace = code_trace.start()
     with tempfile.TemporaryDirectory(prefix=f"{step}-log-") as log_dir:
         log_path = Path(log_dir) / f"{step}.log"
         handler = logging.FileHandler(log_path)
@@ -135,6 +141,7 @@ def step_run(step: str, upstream: dict[str, str] | None = None) -> Iterator[Run]
                 mlflow.set_tags({upstream_tag(k): v for k, v in (upstream or {}).items() if v})
                 try:
                     yield run
+                    mlflow.log_dict(trace.snapshot(), CODE_TRACE_ARTIFACT)
                 except BaseException:
                     log.exception("step %s failed", step)
                     raise

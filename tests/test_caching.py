@@ -7,6 +7,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline.code_trace import CodeIdentityError, file_sha256
 from cifar_pipeline.orchestrator.caching import (
     StepCache,
     StepKey,
@@ -15,15 +16,33 @@ from cifar_pipeline.orchestrator.caching import (
     parse_rerun,
     step_key,
 )
-from cifar_pipeline.tracking import REQUIRED_ARTIFACTS, STEP_TAG, STEPS
+from cifar_pipeline.orchestrator.images import Environment
+from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, REQUIRED_ARTIFACTS, STEP_TAG, STEPS
 
 TRAIN_PARAMS = {"data_run_id": "d" * 32, "seed": 0, "epochs": 3, "lr": 0.01}
+ENV = Environment("train", "sha256:env", {"numpy": "2.4.6", "torch": "2.14.1"})
+# The project files the fake step runs "loaded", in a checkout of their own (see `checkout`).
+LOADED = {"cifar_pipeline/model.py": "class Model: ...\n", "steps/train/step.py": "main()\n"}
 
 
-def finished_run(step: str, tmp_path: Path, tags: dict[str, str] | None = None) -> str:
-    """A FINISHED run of `step` with the artifacts the next step needs."""
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    for relative, text in LOADED.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return root
+
+
+def finished_run(
+    step: str, tmp_path: Path, tags: dict[str, str] | None = None, root: Path | None = None
+) -> str:
+    """A FINISHED run of `step` with the artifacts the next step needs, and (given a
+    checkout) the record of the code it loaded from there."""
     with mlflow.start_run() as run:
         mlflow.set_tags({STEP_TAG: step, **(tags or {})})
+        if root is not None:
+            mlflow.log_dict({f: file_sha256(root / f) for f in LOADED}, CODE_TRACE_ARTIFACT)
         for artifact in REQUIRED_ARTIFACTS[step]:
             folder, _, name = artifact.rpartition("/")
             local = tmp_path / run.info.run_id / name
@@ -45,28 +64,30 @@ def data_run(mlflow_store, tmp_path: Path) -> str:
 
 def test_the_key_ignores_run_ids_but_not_content(mlflow_store, data_run: str, tmp_path: Path) -> None:
     client = MlflowClient()
-    key, _ = step_key(client, "train", "sha256:img", TRAIN_PARAMS, {"data_run_id": data_run})
+    key, _ = step_key(client, "train", ENV, TRAIN_PARAMS, {"data_run_id": data_run})
     assert key is not None
     assert "data_run_id" not in key.params
     assert key.inputs == {"data": "sha256:aaa"}
     # other data run, same content: same key
     same_content = finished_run("fetch", tmp_path, {"data.digest": "sha256:aaa"})
-    again, _ = step_key(client, "train", "sha256:img", TRAIN_PARAMS, {"data_run_id": same_content})
+    again, _ = step_key(client, "train", ENV, TRAIN_PARAMS, {"data_run_id": same_content})
     assert again is not None
     assert again.digest == key.digest
     # any component changes it
     other_data = finished_run("fetch", tmp_path, {"data.digest": "sha256:bbb"})
     variants = [
-        step_key(client, "train", "sha256:img", TRAIN_PARAMS, {"data_run_id": other_data})[0],
-        step_key(client, "train", "sha256:new", TRAIN_PARAMS, {"data_run_id": data_run})[0],
-        step_key(client, "train", "sha256:img", {**TRAIN_PARAMS, "epochs": 4}, {"data_run_id": data_run})[0],
+        step_key(client, "train", ENV, TRAIN_PARAMS, {"data_run_id": other_data})[0],
+        step_key(
+            client, "train", Environment("train", "sha256:new"), TRAIN_PARAMS, {"data_run_id": data_run}
+        )[0],
+        step_key(client, "train", ENV, {**TRAIN_PARAMS, "epochs": 4}, {"data_run_id": data_run})[0],
     ]
     assert all(v is not None and v.digest != key.digest for v in variants)
 
 
 def test_continuing_a_killed_train_run_is_never_cached(mlflow_store, data_run: str) -> None:
     params = {**TRAIN_PARAMS, "resume_run_id": "r" * 32}
-    key, why = step_key(MlflowClient(), "train", "img", params, {"data_run_id": data_run})
+    key, why = step_key(MlflowClient(), "train", ENV, params, {"data_run_id": data_run})
     assert key is None
     assert "r" * 32 in why
 
@@ -93,66 +114,83 @@ def test_fetch_input_identity(tmp_path: Path) -> None:
 
 
 def test_differences_name_what_changed() -> None:
-    old = StepKey("train", "sha256:img", {"epochs": 3, "lr": 0.01}, {"data": "sha256:aaa"})
-    new = StepKey("train", "sha256:new", {"epochs": 4, "lr": 0.01, "nesterov": True}, {"data": "sha256:bbb"})
+    old = StepKey(
+        "train", "sha256:env", "sha256:p", {"epochs": 3, "lr": 0.01}, {"data": "sha256:aaa"}, ENV.packages
+    )
+    new = StepKey(
+        "train",
+        "sha256:new",
+        "sha256:p2",
+        {"epochs": 4, "lr": 0.01, "nesterov": True},
+        {"data": "sha256:bbb"},
+        {"numpy": "2.4.6", "torch": "2.15.0", "tqdm": "4.70.1"},
+    )
     assert differences(new, old.components()) == [
-        "step image changed (code or dependencies)",
+        "environment changed: torch 2.14.1→2.15.0, tqdm (none)→4.70.1",
+        "code changed: steps/train/MLproject",
         "params: epochs 3→4, nesterov (unset)→true",
         "upstream data changed",
     ]
     assert differences(old, old.components()) == []
+    rebuilt = StepKey("train", "sha256:other", "sha256:p", old.params, old.inputs, ENV.packages)
+    assert differences(rebuilt, old.components()) == [
+        "environment changed: base image or dependency layers rebuilt"
+    ]
 
 
 def test_hit_on_the_same_key_miss_with_explanation_otherwise(
-    mlflow_store, data_run: str, tmp_path: Path
+    mlflow_store, data_run: str, tmp_path: Path, checkout: Path
 ) -> None:
     upstream = {"data_run_id": data_run}
-    first = cache().decide("train", "img", TRAIN_PARAMS, upstream)
+    first = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, upstream)
     assert first.reuse is None
     assert first.reasons == ["no earlier run of this step"]
-    train_run = finished_run("train", tmp_path)
+    train_run = finished_run("train", tmp_path, root=checkout)
     assert first.key is not None
     cache().record(train_run, first.key)
 
-    hit = cache().decide("train", "img", TRAIN_PARAMS, upstream)
+    hit = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, upstream)
     assert hit.reuse is not None
     assert hit.reuse.info.run_id == train_run
     assert hit.action == "reused"
 
-    miss = cache().decide("train", "img", {**TRAIN_PARAMS, "epochs": 20}, upstream)
+    miss = cache(root=checkout).decide("train", ENV, {**TRAIN_PARAMS, "epochs": 20}, upstream)
     assert miss.reuse is None
     assert miss.reasons == [f"vs run {train_run}: params: epochs 3→20"]
 
-    assert cache(enabled=False).decide("train", "img", TRAIN_PARAMS, upstream).reasons == [
+    assert cache(enabled=False).decide("train", ENV, TRAIN_PARAMS, upstream).reasons == [
         "cache disabled (cache=false)"
     ]
-    forced = cache(rerun={"train", "build"}).decide("train", "img", TRAIN_PARAMS, upstream)
+    forced = cache(rerun={"train", "build"}).decide("train", ENV, TRAIN_PARAMS, upstream)
     assert forced.reuse is None
     assert forced.reasons == ["rerun requested (rerun=build,train)"]
 
 
 def test_a_run_whose_artifacts_are_gone_is_not_reused(mlflow_store, data_run: str, tmp_path: Path) -> None:
     upstream = {"data_run_id": data_run}
-    key = cache().decide("train", "img", TRAIN_PARAMS, upstream).key
+    key = cache().decide("train", ENV, TRAIN_PARAMS, upstream).key
     assert key is not None
     with mlflow.start_run() as run:  # FINISHED, keyed, but without its model
         mlflow.set_tag(STEP_TAG, "train")
     cache().record(run.info.run_id, key)
-    decision = cache().decide("train", "img", TRAIN_PARAMS, upstream)
+    decision = cache().decide("train", ENV, TRAIN_PARAMS, upstream)
     assert decision.reuse is None
     assert decision.reasons == [f"earlier run {run.info.run_id} has this key, but its artifacts are gone"]
 
 
-def test_a_build_whose_image_was_removed_is_not_reused(mlflow_store, tmp_path: Path) -> None:
+def test_a_build_whose_image_was_removed_is_not_reused(mlflow_store, tmp_path: Path, checkout: Path) -> None:
     model_run = finished_run("train", tmp_path, {"model.digest": "sha256:m"})
     params = {"model_run_id": model_run, "image_repo": "cifar-classifier"}
-    key = cache().decide("build", "img", params, {"model_run_id": model_run}).key
+    build_env = Environment("build", "sha256:build-env")
+    key = cache().decide("build", build_env, params, {"model_run_id": model_run}).key
     assert key is not None
-    build_run = finished_run("build", tmp_path, {"image.id": "sha256:gone"})
+    build_run = finished_run("build", tmp_path, {"image.id": "sha256:gone"}, root=checkout)
     cache().record(build_run, key)
-    assert cache().decide("build", "img", params, {"model_run_id": model_run}).reuse is not None
-    decision = cache(image_exists=lambda image_id: False).decide(
-        "build", "img", params, {"model_run_id": model_run}
+    assert (
+        cache(root=checkout).decide("build", build_env, params, {"model_run_id": model_run}).reuse is not None
+    )
+    decision = cache(root=checkout, image_exists=lambda image_id: False).decide(
+        "build", build_env, params, {"model_run_id": model_run}
     )
     assert decision.reuse is None
     assert "no longer in the Docker engine" in decision.reasons[0]
@@ -163,3 +201,65 @@ def test_rerun_names_are_checked() -> None:
     assert parse_rerun("", STEPS) == set()
     with pytest.raises(ValueError, match=r"cache.rerun='trian': unknown step trian; expected some of fetch"):
         parse_rerun("trian", STEPS)
+
+
+@pytest.fixture
+def keyed_run(mlflow_store, data_run: str, tmp_path: Path, checkout: Path) -> str:
+    """A reusable train run, keyed, whose code record matches `checkout`."""
+    key = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, {"data_run_id": data_run}).key
+    assert key is not None
+    run_id = finished_run("train", tmp_path, root=checkout)
+    cache().record(run_id, key)
+    return run_id
+
+
+def test_a_changed_file_the_run_loaded_means_run_again_naming_it(
+    keyed_run: str, data_run: str, checkout: Path
+) -> None:
+    upstream = {"data_run_id": data_run}
+    (checkout / "cifar_pipeline" / "model.py").write_text("class Model: ...  # changed\n")
+    decision = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, upstream)
+    assert decision.reuse is None
+    assert decision.reasons == [f"vs run {keyed_run}: code changed: cifar_pipeline/model.py"]
+    # changed back: the run is reused again
+    (checkout / "cifar_pipeline" / "model.py").write_text(LOADED["cifar_pipeline/model.py"])
+    assert cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, upstream).reuse is not None
+
+
+def test_a_file_the_run_did_not_load_does_not_matter(keyed_run: str, data_run: str, checkout: Path) -> None:
+    (checkout / "cifar_pipeline" / "probes.py").write_text("# only the system test loads this\n")
+    decision = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, {"data_run_id": data_run})
+    assert decision.reuse is not None
+    assert decision.reuse.info.run_id == keyed_run
+
+
+def test_a_removed_file_means_run_again(keyed_run: str, data_run: str, checkout: Path) -> None:
+    (checkout / "steps" / "train" / "step.py").unlink()
+    decision = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, {"data_run_id": data_run})
+    assert decision.reuse is None
+    assert decision.reasons == [f"vs run {keyed_run}: code changed: steps/train/step.py (removed)"]
+
+
+def test_an_unreadable_file_is_an_error_naming_it(keyed_run: str, data_run: str, checkout: Path) -> None:
+    model = checkout / "cifar_pipeline" / "model.py"
+    model.unlink()
+    model.mkdir()  # there, but not readable as a file
+    with pytest.raises(CodeIdentityError, match=r"cifar_pipeline/model\.py: cannot read it"):
+        cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, {"data_run_id": data_run})
+
+
+def test_a_run_without_a_code_record_is_not_reused(mlflow_store, data_run: str, tmp_path: Path) -> None:
+    key = cache().decide("train", ENV, TRAIN_PARAMS, {"data_run_id": data_run}).key
+    assert key is not None
+    run_id = finished_run("train", tmp_path)  # no record of what it loaded: nothing proves its code
+    cache().record(run_id, key)
+    assert cache().decide("train", ENV, TRAIN_PARAMS, {"data_run_id": data_run}).reuse is None
+
+
+def test_an_environment_change_is_explained_by_its_packages(
+    keyed_run: str, data_run: str, checkout: Path
+) -> None:
+    bumped = Environment("train", "sha256:env2", {**ENV.packages, "torch": "2.15.0"})
+    decision = cache(root=checkout).decide("train", bumped, TRAIN_PARAMS, {"data_run_id": data_run})
+    assert decision.reuse is None
+    assert decision.reasons == [f"vs run {keyed_run}: environment changed: torch 2.14.1→2.15.0"]

@@ -9,7 +9,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from cifar_pipeline.orchestrator.cli import expand_overrides
 from cifar_pipeline.orchestrator.containers import step_docker_args
-from cifar_pipeline.orchestrator.pipeline import PipelineError, local_data_path, step_parameters
+from cifar_pipeline.orchestrator.images import repository
+from cifar_pipeline.orchestrator.planning import PipelineError, local_data_path, step_parameters
 from cifar_pipeline.tracking import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def test_step_parameters_match_each_step_mlproject(source: str, tmp_path: Path) 
         declared = yaml.safe_load((ROOT / "steps" / step / "MLproject").read_text())
         accepted = set(declared["entry_points"]["main"]["parameters"])
         assert set(step_parameters(step, cfg, upstream)) <= accepted, step
-        assert declared["docker_env"]["image"] == cfg.docker.step_image
+        assert declared["docker_env"]["image"] == f"{repository(step)}:latest"
 
 
 def test_unknown_source_names_the_choices() -> None:
@@ -117,7 +118,7 @@ def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:
         for line in (ROOT / "requirements/pins.txt").read_text().splitlines()
         if "==" in line
     }
-    for name in ("step", "serve", "orchestrator", "dev"):
+    for name in (*STEPS, "serve", "orchestrator", "dev"):
         for line in (ROOT / f"requirements/{name}.txt").read_text().splitlines():
             if line and not line.startswith(("#", "-")):
                 assert line in pins, f"{name}.txt: {line} has no pin in pins.txt"

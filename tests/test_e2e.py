@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import docker
@@ -24,9 +25,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from cifar_pipeline.code_trace import file_sha256
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
+from cifar_pipeline.orchestrator.pipeline import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
-from cifar_pipeline.tracking import FETCH, STEP_TAG, STEPS, require_step_run
+from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, FETCH, STEP_TAG, STEPS, require_step_run
 from tests.conftest import md5_spec, write_cifar_tarball
 from tests.http_files import FileServer, serve
 
@@ -47,20 +50,58 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def mlflow_run(
-    project: Path, *params: str, uri: str = ".", docker_args: tuple[str, ...] = (), **env: str
-) -> subprocess.CompletedProcess[str]:
+def mlflow_run_args(*params: str, uri: str = ".", docker_args: tuple[str, ...] = ()) -> list[str]:
     args = [str(BIN / "mlflow"), "run", uri, "--env-manager", "local"]
     for param in params:
         args += ["-P", param]
     for arg in docker_args:
         args += ["-A", arg]
+    return args
+
+
+def start_pipeline(project: Path, *params: str) -> subprocess.Popen[str]:
+    """`mlflow run .` in the background, its output (both streams) readable at the end."""
+    return subprocess.Popen(
+        mlflow_run_args(*params),
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def mlflow_run(
+    project: Path, *params: str, uri: str = ".", docker_args: tuple[str, ...] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    args = mlflow_run_args(*params, uri=uri, docker_args=docker_args)
     result = subprocess.run(
         args, cwd=project, env=_env(**env), capture_output=True, text=True, timeout=1800, check=False
     )
     sys.stdout.write(result.stdout[-20000:])
     sys.stderr.write(result.stderr[-20000:])
     return result
+
+
+def copy_project(destination: Path) -> Path:
+    shutil.copytree(ROOT, destination, ignore=COPY_IGNORE)
+    return destination
+
+
+@contextmanager
+def rewritten(path: Path, text: str) -> Iterator[None]:
+    original = path.read_text()
+    path.write_text(text)
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def edited(
+    path: Path, addition: str = "\n# an edit that changes nothing the code does\n"
+) -> AbstractContextManager[None]:
+    return rewritten(path, path.read_text() + addition)
 
 
 def pipeline_runs(client: MlflowClient) -> list[Run]:
@@ -95,8 +136,7 @@ def leftover_containers() -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    copy = tmp_path_factory.mktemp("e2e") / "project"
-    shutil.copytree(ROOT, copy, ignore=COPY_IGNORE)
+    copy = copy_project(tmp_path_factory.mktemp("e2e") / "project")
     yield copy
     built = [t for i in docker.from_env().images.list("cifar-classifier") for t in i.tags]
     for tag in built:
@@ -127,6 +167,21 @@ def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store
         assert run.data.tags.get("mlflow.project.env") == "docker", step
         require_step_run(run.info.run_id, step, local_store)  # artifacts present
     fetch, train, build, systest = (steps[s] for s in STEPS)
+    # each step ran in its own image, named by content, and recorded it and the code it loaded
+    engine = docker.from_env()
+    sizes = {}
+    for step, run in steps.items():
+        image = run.data.tags[STEP_IMAGE_TAG]
+        assert image.startswith(f"cifar-pipeline-{step}:"), image
+        assert engine.images.get(image).id == run.data.tags["mlflow.docker.image.id"]
+        sizes[step] = engine.images.get(image).attrs["Size"]
+        loaded = json.loads(
+            Path(local_store.download_artifacts(run.info.run_id, CODE_TRACE_ARTIFACT)).read_text()
+        )
+        assert f"steps/{step}/step.py" in loaded, step
+    # only train carries torch: every other step image is a small fraction of it
+    sys.stdout.write(f"step image sizes (MB): { {s: round(b / 1e6) for s, b in sizes.items()} }\n")
+    assert all(sizes[step] < sizes["train"] / 4 for step in ("fetch", "build", "systemtest")), sizes
     # lineage: each step tagged with the run it consumed
     assert train.data.tags["pipeline.upstream.data_run_id"] == fetch.info.run_id
     assert build.data.tags["pipeline.upstream.model_run_id"] == train.info.run_id
@@ -194,20 +249,119 @@ def test_changed_parameter_reruns_from_train_and_says_why(
     assert "upstream image changed" in steps["systemtest"]["reasons"][0]
 
 
-def test_changed_step_code_rebuilds_the_image_and_reruns_every_step(
+def rerun_edited(
+    project: Path, client: MlflowClient, tmp_path: Path, relative: str, addition: str | None = None
+) -> dict[str, dict]:
+    """Run the first run's pipeline again with one project file edited; its summary by step."""
+    with edited(project / relative, *([addition] if addition is not None else [])):
+        result = mlflow_run(project, "source=digits", "epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return summary_steps(client, pipeline_runs(client)[0], tmp_path)
+
+
+def ran_steps(steps: dict[str, dict]) -> set[str]:
+    return {step for step, s in steps.items() if s["action"] == "ran"}
+
+
+@pytest.mark.parametrize(
+    ("edited_file", "loaded_by", "downstream"),
+    [
+        # only the system test imports the probes
+        ("cifar_pipeline/probes.py", {"systemtest"}, set()),
+        # the build step copies the serving app into the inference image: a new image to test
+        ("cifar_pipeline/serving/app.py", {"build"}, {"systemtest"}),
+        # every step imports the tracking helpers
+        ("cifar_pipeline/tracking.py", set(STEPS), set()),
+    ],
+)
+def test_editing_a_module_reruns_exactly_the_steps_that_load_it(
+    project: Path,
+    first_run: Run,
+    local_store: MlflowClient,
+    tmp_path: Path,
+    edited_file: str,
+    loaded_by: set[str],
+    downstream: set[str],
+) -> None:
+    steps = rerun_edited(project, local_store, tmp_path, edited_file)
+    assert ran_steps(steps) == loaded_by | downstream
+    for step in loaded_by:
+        assert steps[step]["reasons"][0].endswith(f"code changed: {edited_file}"), steps[step]["reasons"]
+    for step in downstream:
+        assert "upstream image changed" in steps[step]["reasons"][0]
+
+
+def test_editing_the_model_definition_reruns_train_and_what_its_output_changes(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    step_code = project / "steps" / "systemtest" / "step.py"
-    original = step_code.read_text()
-    step_code.write_text(original + "\n# a change to one step's code\n")
-    try:
-        result = mlflow_run(project, "source=digits", "epochs=3")
-    finally:
-        step_code.write_text(original)
-    assert result.returncode == 0, result.stderr[-3000:]
-    steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
-    assert {step: s["action"] for step, s in steps.items()} == dict.fromkeys(STEPS, "ran")
-    assert all("step image changed (code or dependencies)" in s["reasons"][0] for s in steps.values())
+    steps = rerun_edited(project, local_store, tmp_path, "cifar_pipeline/model.py")
+    assert steps["train"]["reasons"][0].endswith("code changed: cifar_pipeline/model.py")
+    before = children(local_store, first_run)["train"].data.tags["model.digest"]
+    after = local_store.get_run(steps["train"]["run_id"]).data.tags["model.digest"]
+    # a comment trains the same model, byte for byte, on the CPU: then build and test are reused
+    expected = {"train"} if after == before else {"train", "build", "systemtest"}
+    assert ran_steps(steps) == expected
+
+
+def test_a_lazily_imported_module_is_part_of_the_step_code(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    """The digits source is imported inside a function (sources/request.py), on first use."""
+    steps = rerun_edited(project, local_store, tmp_path, "cifar_pipeline/sources/digits.py")
+    assert steps["fetch"]["action"] == "ran"
+    assert steps["fetch"]["reasons"][0].endswith("code changed: cifar_pipeline/sources/digits.py")
+
+
+def test_a_rerun_with_identical_output_lets_the_later_steps_be_reused(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    steps = rerun_edited(project, local_store, tmp_path, "steps/fetch/step.py")
+    assert ran_steps(steps) == {"fetch"}
+    new_fetch = local_store.get_run(steps["fetch"]["run_id"])
+    first_fetch = children(local_store, first_run)["fetch"]
+    assert new_fetch.info.run_id != first_fetch.info.run_id
+    assert new_fetch.data.tags["data.digest"] == first_fetch.data.tags["data.digest"]
+    original = {step: run.info.run_id for step, run in children(local_store, first_run).items()}
+    assert {s: steps[s]["run_id"] for s in ("train", "build", "systemtest")} == {
+        s: original[s] for s in ("train", "build", "systemtest")
+    }
+
+
+def test_a_changed_requirement_reruns_only_its_step_and_names_the_package(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    steps = rerun_edited(project, local_store, tmp_path, "requirements/systemtest.txt", "tqdm\n")
+    assert ran_steps(steps) == {"systemtest"}
+    assert "environment changed: tqdm (none)→4.70.1" in steps["systemtest"]["reasons"][0]
+
+
+def test_two_checkouts_with_different_code_run_at_once_each_its_own_code(
+    first_run: Run, tmp_path: Path
+) -> None:
+    clones = [copy_project(tmp_path / name) for name in ("a", "b")]
+    (clones[1] / "cifar_pipeline/probes.py").write_text(
+        (clones[1] / "cifar_pipeline/probes.py").read_text() + "\n# clone b's own code\n"
+    )
+    running = [start_pipeline(clone, "source=digits", "epochs=1") for clone in clones]
+    outputs = [process.communicate(timeout=1500)[0] for process in running]
+    for process, output in zip(running, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    images = []
+    for clone in clones:
+        client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+        [parent] = pipeline_runs(client)
+        assert parent.info.status == "FINISHED"
+        steps = children(client, parent)
+        assert all(run.info.status == "FINISHED" for run in steps.values())
+        systemtest = steps["systemtest"]
+        images.append(systemtest.data.tags[STEP_IMAGE_TAG])
+        loaded = json.loads(
+            Path(
+                client.download_artifacts(systemtest.info.run_id, CODE_TRACE_ARTIFACT, str(tmp_path))
+            ).read_text()
+        )
+        assert loaded["cifar_pipeline/probes.py"] == file_sha256(clone / "cifar_pipeline/probes.py")
+    assert images[0] != images[1]
 
 
 def test_changed_upstream_data_reruns_downstream_and_says_so(
@@ -240,20 +394,7 @@ def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
     since_ms = int(time.time() * 1000)
-    args = [
-        str(BIN / "mlflow"),
-        "run",
-        ".",
-        "--env-manager",
-        "local",
-        "-P",
-        "source=digits",
-        "-P",
-        "epochs=5",
-    ]
-    pipeline = subprocess.Popen(
-        args, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    pipeline = start_pipeline(project, "source=digits", "epochs=5")
     try:
         killed_train = wait_for_checkpoint(local_store, since_ms)
         [container] = [
@@ -461,14 +602,18 @@ def test_fetch_step_alone_on_an_image_folder(project: Path, first_run: Run, tmp_
     pets = write_pets(tmp_path / "my pets")
     mlruns = project / "mlruns"
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    result = mlflow_run(
-        project, "source=imagefolder", f"data_url={pets}", "test_fraction=0.2",
-        uri="steps/fetch",
-        docker_args=(
-            f"volume={mlruns}:{mlruns}", f'mount=type=bind,"source={pets}","target={pets}",readonly'
-        ),
-        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
-    )  # fmt: skip
+    # The image the pipeline built, not the user's `:latest` (`make images`): a test leaves that alone.
+    image = children(client, first_run)["fetch"].data.tags[STEP_IMAGE_TAG]
+    mlproject = project / "steps" / "fetch" / "MLproject"
+    with rewritten(mlproject, mlproject.read_text().replace("cifar-pipeline-fetch:latest", image)):
+        result = mlflow_run(
+            project, "source=imagefolder", f"data_url={pets}", "test_fraction=0.2",
+            uri="steps/fetch",
+            docker_args=(
+                f"volume={mlruns}:{mlruns}", f'mount=type=bind,"source={pets}","target={pets}",readonly'
+            ),
+            MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+        )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = client.search_runs(["0"], f"tags.`{STEP_TAG}` = '{FETCH}'", order_by=["start_time DESC"])[0]
     require_step_run(run.info.run_id, FETCH, client)

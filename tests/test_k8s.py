@@ -17,12 +17,8 @@ from mlflow.projects.kubernetes import _get_kubernetes_job_definition, _get_run_
 from cifar_pipeline.tracking import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKEND = {
-    "fetch": "k8s/cpu.json",
-    "train": "k8s/gpu.json",
-    "build": "k8s/docker.json",
-    "systemtest": "k8s/docker.json",
-}
+# One backend config per step: each step's image goes to a repository of its own.
+BACKEND = {step: f"k8s/{step}.json" for step in STEPS}
 RUN_ID = "0123456789abcdef0123456789abcdef"
 REQUIRED = {"data_run_id": RUN_ID, "model_run_id": RUN_ID, "image_run_id": RUN_ID}
 IMAGE, DIGEST = "registry.example.com/ml/cifar-pipeline-step:5a1b2c3", "sha256:" + "a" * 64
@@ -87,3 +83,11 @@ def test_docker_steps_get_an_engine_that_ends_with_the_step(
     assert port is not None
     env = {item["name"]: item["value"] for item in pod["containers"][0]["env"]}
     assert env["DOCKER_HOST"] == f"tcp://127.0.0.1:{port.group(1)}"
+
+
+def test_each_step_pushes_its_image_to_a_repository_of_its_own() -> None:
+    """MLflow tags a project image `<repository-uri>:<git commit>`: a shared repository
+    would let one step's image overwrite another's."""
+    repositories = {step: json.loads((ROOT / BACKEND[step]).read_text())["repository-uri"] for step in STEPS}
+    assert all(uri.endswith(f"/cifar-pipeline-{step}") for step, uri in repositories.items())
+    assert len(set(repositories.values())) == len(STEPS)

@@ -6,12 +6,12 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_pipeline.orchestrator.pipeline import (
+from cifar_pipeline.orchestrator.pipeline import run_pipeline
+from cifar_pipeline.orchestrator.planning import (
     PipelineError,
     continue_unfinished_training,
     plan,
     plan_resume,
-    run_pipeline,
     step_parameters,
     validate_resume,
 )

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from cifar_pipeline.dataset import Split, write_dataset
-from cifar_pipeline.orchestrator.pipeline import Pipeline, PipelineError
+from cifar_pipeline.orchestrator.pipeline import Pipeline
+from cifar_pipeline.orchestrator.planning import PipelineError
 from cifar_pipeline.tracking import FETCH, QUALITY_GATE_TAG, STEP_TAG, lineage
 from steps.train import step
 

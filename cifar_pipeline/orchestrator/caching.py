@@ -1,16 +1,22 @@
 """Content-addressed step caching that says why a step ran or was reused.
 
-A step's key hashes what decides its output:
-- the step's name;
-- the step image's ID: the code and its dependencies (Docker's image ID is a digest of the
-  image's content, so a code change gives a new ID, and an unchanged rebuild the same one);
+A step's key hashes what decides its output, besides its code:
+- the step's name and its project file (steps/<step>/MLproject: its command line);
+- its environment: the ID of its `<step>-env` image (base image + the step's pinned
+  dependencies; Docker's image ID is a digest of the content), with the pinned packages
+  recorded beside it to explain a change;
 - the step's parameters, without the upstream run IDs;
 - the content digests of its inputs: the data's digest (`data.digest` of the fetch run),
   the model's (`model.digest` of the train run), the inference image's ID (`image.id` of the
   build run); for fetch, the data source's checksum or, for local files, a fingerprint.
 
-Before a step runs, a FINISHED run with the same key whose artifacts still exist is
-reused. Each run records its key (tag `pipeline.step_key`) and the components
+Its code is what it loaded: every step run records the project files it loaded with
+their digests (code_trace.py). A FINISHED run with the same key is reused only if every
+file it loaded is unchanged in this checkout, so a change to a module that only the system
+test imports re-runs only the system test. Because inputs are keyed by content, a step
+that re-runs and makes byte-identical output lets the steps after it be reused.
+
+Each run records its key (tag `pipeline.step_key`) and the components
 (`step_key.json`), so a later run can say which of them changed.
 """
 
@@ -30,14 +36,18 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline.code_trace import PROJECT_DIR, changed_entries, file_sha256
+from cifar_pipeline.orchestrator.images import Environment
 from cifar_pipeline.tracking import (
     BUILD,
+    CODE_TRACE_ARTIFACT,
     FETCH,
     STEP_TAG,
     SYSTEMTEST,
     TRAIN,
     UPSTREAM_PARAM,
-    find_reusable_run,
+    UpstreamError,
+    require_step_run,
 )
 
 log = logging.getLogger(__name__)
@@ -60,9 +70,11 @@ NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id"}
 @dataclass(frozen=True)
 class StepKey:
     step: str
-    image: str
+    environment: str  # the <step>-env image ID
+    project: str  # digest of steps/<step>/MLproject
     params: dict[str, Any]
     inputs: dict[str, str] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)  # the environment's pins, to explain
 
     @property
     def digest(self) -> str:
@@ -119,8 +131,16 @@ def upstream_digest(client: MlflowClient, step: str, upstream: dict[str, str]) -
     return {name: client.get_run(run_id).data.tags.get(tag) or f"run:{run_id}"}
 
 
+def project_digest(step: str, root: Path = PROJECT_DIR) -> str:
+    return file_sha256(root / "steps" / step / "MLproject")
+
+
 def step_key(
-    client: MlflowClient, step: str, image_id: str, params: dict[str, Any], upstream: dict[str, str]
+    client: MlflowClient,
+    step: str,
+    environment: Environment,
+    params: dict[str, Any],
+    upstream: dict[str, str],
 ) -> tuple[StepKey | None, str]:
     """The step's key, or (None, why it cannot be cached)."""
     if params.get("resume_run_id"):
@@ -133,7 +153,15 @@ def step_key(
         if fingerprint:
             inputs["data_source"] = fingerprint
     key_params = {k: v for k, v in params.items() if k not in NOT_KEY_PARAMS}
-    return StepKey(step=step, image=image_id, params=key_params, inputs=inputs), ""
+    key = StepKey(
+        step=step,
+        environment=environment.image_id,
+        project=project_digest(step),
+        params=key_params,
+        inputs=inputs,
+        packages=environment.packages,
+    )
+    return key, ""
 
 
 def previous_components(client: MlflowClient, step: str) -> tuple[str, dict[str, Any]] | None:
@@ -159,11 +187,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:12] + "…"
 
 
+def package_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    return [
+        f"{name} {old.get(name, '(none)')}→{new.get(name, '(none)')}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+
+
 def differences(current: StepKey, previous: dict[str, Any]) -> list[str]:
     """What changed from `previous` (an earlier run's components) to `current`, in words."""
     changes = []
-    if previous.get("image") != current.image:
-        changes.append("step image changed (code or dependencies)")
+    if previous.get("environment") != current.environment:
+        packages = package_changes(previous.get("packages", {}), current.packages)
+        changes.append(
+            "environment changed: " + (", ".join(packages) or "base image or dependency layers rebuilt")
+        )
+    if previous.get("project") != current.project:
+        changes.append(f"code changed: steps/{current.step}/MLproject")
     old_params: dict[str, Any] = previous.get("params", {})
     changed = [
         f"{name} {_short(old_params.get(name, '(unset)'))}→{_short(current.params.get(name, '(unset)'))}"
@@ -188,38 +229,83 @@ class StepCache:
         enabled: bool,
         rerun: set[str],
         image_exists: Callable[[str], bool],
+        root: Path = PROJECT_DIR,
     ) -> None:
         self.client = client
         self.enabled = enabled
         self.rerun = rerun
         self.image_exists = image_exists
+        self.root = root  # the checkout whose code the steps run
 
-    def decide(self, step: str, image_id: str, params: dict[str, Any], upstream: dict[str, str]) -> Decision:
-        key, why_not = step_key(self.client, step, image_id, params, upstream)
+    def decide(
+        self, step: str, environment: Environment, params: dict[str, Any], upstream: dict[str, str]
+    ) -> Decision:
+        key, why_not = step_key(self.client, step, environment, params, upstream)
         if key is None:
             return Decision(None, reasons=[f"not cacheable: {why_not}"])
         if not self.enabled:
             return Decision(key, reasons=["cache disabled (cache=false)"])
         if step in self.rerun:
             return Decision(key, reasons=[f"rerun requested (rerun={','.join(sorted(self.rerun))})"])
-        hit = find_reusable_run(step, STEP_KEY_TAG, key.digest)
-        if hit is not None and step == BUILD and not self.image_exists(hit.data.tags.get("image.id", "")):
-            reason = (
-                f"build run {hit.info.run_id} has this key, but its image is no longer in the Docker engine"
-            )
-            return Decision(key, reasons=[reason])
-        if hit is not None:
-            return Decision(key, reuse=hit, reasons=[f"same key as run {hit.info.run_id}"])
+        code_changed: tuple[str, list[str]] | None = None
+        for hit in self.runs_with_key(step, key.digest):
+            run_id = hit.info.run_id
+            changes = self.code_changes(run_id)
+            if changes is None:
+                continue
+            if changes:
+                code_changed = code_changed or (run_id, changes)
+                continue
+            if step == BUILD and not self.image_exists(hit.data.tags.get("image.id", "")):
+                reason = f"build run {run_id} has this key, but its image is no longer in the Docker engine"
+                return Decision(key, reasons=[reason])
+            return Decision(key, reuse=hit, reasons=[f"same key as run {run_id}"])
+        if code_changed is not None:
+            run_id, changes = code_changed
+            return Decision(key, reasons=[f"vs run {run_id}: code changed: {', '.join(changes)}"])
         return Decision(key, reasons=self.explain_miss(step, key))
+
+    def runs_with_key(self, step: str, digest: str, limit: int = 20) -> list[Run]:
+        """FINISHED runs of `step` with this key whose artifacts exist, newest first."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        query = (
+            f"tags.`{STEP_TAG}` = '{step}' and tags.`{STEP_KEY_TAG}` = '{digest}' "
+            "and attributes.status = 'FINISHED'"
+        )
+        runs = []
+        for run in self.client.search_runs(
+            experiments, query, order_by=["attributes.start_time DESC"], max_results=limit
+        ):
+            try:
+                runs.append(require_step_run(run.info.run_id, step, self.client))
+            except UpstreamError as exc:
+                log.info("cannot reuse %s: %s", run.info.run_id, exc)
+        return runs
+
+    def code_changes(self, run_id: str) -> list[str] | None:
+        """The project files `run_id` loaded that changed since; None if it recorded none.
+
+        A recorded file that cannot be read now raises CodeIdentityError, naming it.
+        """
+        try:
+            with tempfile.TemporaryDirectory(prefix="step-code-") as work:
+                path = self.client.download_artifacts(run_id, CODE_TRACE_ARTIFACT, work)
+                recorded = json.loads(Path(path).read_text())
+        except (MlflowException, OSError, ValueError) as exc:
+            log.info("cannot reuse %s: no record of the code it loaded (%s)", run_id, exc)
+            return None
+        return changed_entries(recorded, self.root)
 
     def explain_miss(self, step: str, key: StepKey) -> list[str]:
         previous = previous_components(self.client, step)
         if previous is None:
             return ["no earlier run of this step"]
         run_id, components = previous
-        if components.get("key") == key.digest:
-            return [f"earlier run {run_id} has this key, but its artifacts are gone"]
         changes = differences(key, components)
+        if code := self.code_changes(run_id):
+            changes.append("code changed: " + ", ".join(code))
+        if components.get("key") == key.digest and not changes:
+            return [f"earlier run {run_id} has this key, but its artifacts are gone"]
         return [f"vs run {run_id}: " + "; ".join(changes or ["key differs"])]
 
     def record(self, run_id: str, key: StepKey) -> None:

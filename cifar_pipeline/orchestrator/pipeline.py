@@ -1,9 +1,10 @@
-"""The orchestrator: decide which steps run, run each as an MLflow project in its own
+"""The orchestrator: run the planned steps, each as an MLflow project in its own
 container (child runs of one parent run), pass run IDs between them, summarise.
 
-A step whose key (caching.py: step image, parameters, input digests) matches an earlier
-FINISHED run is not run again: that run is reused, and the summary says why each step
-ran or was reused.
+planning.py decides which steps run and with what; caching.py decides, step by step,
+whether an earlier run can be reused (its key: the step's environment, parameters and
+input digests; and the project files it loaded, unchanged). This module does: it builds
+each step's image, runs the step or records the reuse, and writes the summary.
 
 Everything that can be checked before a container starts is checked first: resume run
 IDs, the Docker engine, the GPU request.
@@ -19,17 +20,19 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import mlflow
 import requests
+import yaml
 from docker.errors import NotFound
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cifar_pipeline import docker_utils
+from cifar_pipeline.code_trace import CodeIdentityError
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
     REUSED_STEP_TAG,
@@ -37,10 +40,22 @@ from cifar_pipeline.orchestrator.caching import (
     parse_rerun,
 )
 from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
+from cifar_pipeline.orchestrator.images import StepImages
+from cifar_pipeline.orchestrator.planning import (
+    RESUME_INPUT_STEP,
+    PipelineError,
+    as_dict,
+    continue_unfinished_training,
+    local_data_path,
+    plan,
+    plan_resume,
+    resumed_config,
+    step_parameters,
+    validate_resume,
+)
+from cifar_pipeline.orchestrator.requirements import RequirementsError
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.tracking import (
-    BUILD,
-    CHECKPOINT,
     FETCH,
     PIPELINE_NAME,
     PIPELINE_TAG,
@@ -48,12 +63,8 @@ from cifar_pipeline.tracking import (
     QUALITY_GATE_TAG,
     STEP_TAG,
     STEPS,
-    SYSTEMTEST,
     TRAIN,
     UPSTREAM_PARAM,
-    UpstreamError,
-    lineage,
-    require_step_run,
 )
 
 log = logging.getLogger(__name__)
@@ -62,14 +73,8 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 STEPS_DIR = PROJECT_DIR / "steps"
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
-
-# Resume parameters, most downstream first: the one given decides where to start.
-RESUME_START = (("image_run_id", SYSTEMTEST), ("model_run_id", BUILD), ("data_run_id", TRAIN))
-RESUME_INPUT_STEP = {"data_run_id": FETCH, "model_run_id": TRAIN, "image_run_id": BUILD}
-
-
-class PipelineError(RuntimeError):
-    """The pipeline cannot go on; the message says which step or input and why."""
+STEP_IMAGE_TAG = "pipeline.step_image"  # on each step run: the exact image it ran
+GIT_SOURCE_TAGS = ("mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.source.git.repoURL")
 
 
 @dataclass
@@ -82,115 +87,18 @@ class StepResult:
     reasons: list[str] = field(default_factory=list)
 
 
-def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
-    """Steps to run, and the upstream run IDs given by the user."""
-    given = {key: str(resume.get(key) or "").strip() for key, _ in RESUME_START}
-    given = {key: value for key, value in given.items() if value}
-    if len(given) > 1:
-        raise PipelineError(
-            f"give at most one of data_run_id, model_run_id, image_run_id; got {', '.join(given)}"
-        )
-    for key, first_step in RESUME_START:
-        if key in given:
-            return list(STEPS[STEPS.index(first_step) :]), given
-    return list(STEPS), {}
+def pinned_project(step: str, image: str, work: Path) -> Path:
+    """A copy of steps/<step>/MLproject whose docker_env names `image` (an immutable tag).
 
-
-def continue_unfinished_training(
-    steps: list[str], upstream: dict[str, str], client: MlflowClient
-) -> tuple[list[str], dict[str, str]]:
-    """A `model_run_id` naming a train run that did not finish, but checkpointed, is continued.
-
-    The plan becomes train (from that run's last checkpoint, on that run's data), build,
-    system test. Any other `model_run_id` is left for `validate_resume` to judge.
+    MLflow takes a project's image only from its MLproject; the file in the repository
+    names `:latest` for running a step alone. The pipeline runs the exact image it built.
     """
-    run_id = upstream.get("model_run_id", "")
-    if not run_id:
-        return steps, upstream
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        return steps, upstream  # validate_resume names the problem
-    unfinished = run.info.status in ("FAILED", "KILLED")
-    if run.data.tags.get(STEP_TAG) != TRAIN or not unfinished:
-        return steps, upstream
-    if not any(a.path == CHECKPOINT for a in client.list_artifacts(run_id, "checkpoints")):
-        raise PipelineError(f"cannot resume: train run {run_id} is {run.info.status} and has no {CHECKPOINT}")
-    data_run_id = lineage(run).get("data_run_id", "")
-    log.info("train run %s is %s: continuing it from its last checkpoint", run_id, run.info.status)
-    return [TRAIN, BUILD, SYSTEMTEST], {"data_run_id": data_run_id, "resume_run_id": run_id}
-
-
-def pipeline_run(client: MlflowClient, run_id: str) -> Run:
-    label = f"resume={run_id!r}"
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise PipelineError(f"{label}: no such run in {mlflow.get_tracking_uri()}") from exc
-    if run.data.tags.get(STEP_TAG) != "pipeline":
-        raise PipelineError(f"{label}: not a pipeline run (step tag {run.data.tags.get(STEP_TAG)!r})")
-    if run.info.status == FINISHED:
-        raise PipelineError(f"{label}: that pipeline FINISHED; there is nothing to resume")
-    return run
-
-
-def plan_resume(client: MlflowClient, run_id: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Resume a pipeline run that failed: (steps left, upstream for them, finished steps' runs).
-
-    Its finished steps are the ones whose outputs it recorded (`pipeline.<output>` tags)
-    and that are still usable; a train run it left FAILED or KILLED with a checkpoint is
-    continued from there.
-    """
-    run = pipeline_run(client, run_id)
-    finished: dict[str, str] = {}
-    for step in STEPS[:-1]:
-        produced = run.data.tags.get(f"pipeline.{PRODUCES[step]}", "")
-        try:
-            require_step_run(produced, step, client)
-        except UpstreamError:
-            break
-        finished[step] = produced
-    upstream = {PRODUCES[step]: finished[step] for step in finished}
-    steps = list(STEPS[len(finished) :])
-    if steps[0] == TRAIN:
-        trains = client.search_runs(
-            [run.info.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{STEP_TAG}` = '{TRAIN}'",
-            order_by=["attributes.start_time DESC"],
-        )
-        for train in trains:
-            if train.info.status in ("FAILED", "KILLED") and any(
-                a.path == CHECKPOINT for a in client.list_artifacts(train.info.run_id, "checkpoints")
-            ):
-                upstream["resume_run_id"] = train.info.run_id
-                break
-    return steps, upstream, finished
-
-
-def resumed_config(cfg: DictConfig, client: MlflowClient) -> DictConfig:
-    """With resume.pipeline_run_id: that pipeline's configuration, so its steps' keys match."""
-    run_id = str(cfg.resume.get("pipeline_run_id") or "").strip()
-    if not run_id:
-        return cfg
-    pipeline_run(client, run_id)
-    with tempfile.TemporaryDirectory(prefix="resume-") as work:
-        try:
-            earlier = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", work))
-        except (MlflowException, OSError) as exc:
-            raise PipelineError(f"resume={run_id!r}: its config.yaml cannot be read: {exc}") from exc
-    merged = OmegaConf.merge(cfg, earlier)
-    assert isinstance(merged, DictConfig)
-    merged.resume = {key: "" for key in merged.resume} | {"pipeline_run_id": run_id}
-    log.info("resuming pipeline %s with its configuration", run_id)
-    return merged
-
-
-def validate_resume(given: dict[str, str], client: MlflowClient) -> None:
-    for key, run_id in given.items():
-        try:
-            require_step_run(run_id, RESUME_INPUT_STEP[key], client)
-        except UpstreamError as exc:
-            raise PipelineError(f"cannot resume: {exc}") from exc
+    spec = yaml.safe_load((STEPS_DIR / step / "MLproject").read_text())
+    spec["docker_env"]["image"] = image
+    project = work / step
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "MLproject").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return project
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -224,54 +132,6 @@ def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None
         return None
     # Experiments live under one root by default (mlruns/<experiment id>).
     return Path(parsed.path).parent
-
-
-def as_dict(node: Any) -> dict[str, Any]:
-    """A resolved config node as a plain dict."""
-    container = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(container, dict)
-    return {str(key): value for key, value in container.items()}
-
-
-def local_data_path(data: DictConfig) -> Path | None:
-    """The absolute host path that `data.data_url` names, checked; None for URLs and built-in data.
-
-    The fetch container sees this path only because it is mounted (read-only, at the same
-    path), so a relative path is made absolute and a missing one refused before any container.
-    """
-    url = str(data.get("data_url") or "")
-    if data.source == "imagefolder" and not url:
-        raise PipelineError(
-            "data.data_url is required for source=imagefolder: a folder, .zip or .tar.gz of class folders"
-        )
-    scheme = urlparse(url).scheme
-    if not url or scheme in ("http", "https"):
-        return None
-    if scheme not in ("", "file"):
-        raise PipelineError(f"data.data_url={url!r}: expected an http(s) URL or a local path")
-    path = Path(unquote(urlparse(url).path) if scheme == "file" else url).expanduser().resolve()
-    if not path.exists():
-        raise PipelineError(f"data.data_url={url!r}: no such file or directory ({path})")
-    return path
-
-
-def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dict[str, Any]:
-    if step == FETCH:
-        params = {**as_dict(cfg.data), "seed": cfg.seed}
-        local = local_data_path(cfg.data)
-        return {**params, "data_url": str(local)} if local else params
-    if step == TRAIN:
-        resume = {"resume_run_id": upstream["resume_run_id"]} if upstream.get("resume_run_id") else {}
-        settings = {**as_dict(cfg.model), **as_dict(cfg.optim), **as_dict(cfg.train)}
-        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **settings, **resume}
-    if step == BUILD:
-        return {
-            "model_run_id": upstream["model_run_id"],
-            "image_repo": cfg.serve.image_repo,
-            "base_image": cfg.serve.base_image,
-            "registry": cfg.serve.registry,
-        }
-    return {"image_run_id": upstream["image_run_id"], **as_dict(cfg.systemtest)}
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -315,13 +175,23 @@ class Pipeline:
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
-        image_id = self._step_image_id(docker)
+        try:
+            images = StepImages(
+                docker, self.cfg.docker.base_image, pip_build_args(self.cfg.docker.pip_find_links)
+            )
+        except (RequirementsError, ValueError) as exc:
+            raise PipelineError(str(exc)) from exc
         cache = StepCache(self.client, self.cfg.cache.enabled, rerun, lambda i: image_present(docker, i))
         for step in steps:
             param = UPSTREAM_PARAM.get(step)
             mounts = [data_mount] if step == FETCH and data_mount else []
             params = step_parameters(step, self.cfg, upstream)
-            decision = cache.decide(step, image_id, params, upstream)
+            log.info("step %s: building its environment", step)
+            environment = images.environment(step)
+            try:
+                decision = cache.decide(step, environment, params, upstream)
+            except CodeIdentityError as exc:
+                raise PipelineError(f"step {step}: {exc}") from exc
             log.info(
                 "step %s: %s (%s)",
                 step,
@@ -331,7 +201,7 @@ class Pipeline:
             if decision.reuse:
                 result = self._record_reuse(step, decision.reuse.info.run_id, decision.reasons)
             else:
-                result = self._run_step(step, params, wants_gpu, mounts)
+                result = self._run_step(step, images.image(step), params, wants_gpu, mounts)
                 result.reasons = decision.reasons
                 if result.status == FINISHED and decision.key is not None:
                     cache.record(result.run_id, decision.key)
@@ -369,31 +239,6 @@ class Pipeline:
             raise PipelineError("train.device=cuda but no NVIDIA GPU on this host (nvidia-smi -L)")
         return has_gpu
 
-    def _step_image_id(self, docker: Any) -> str:
-        """Build the step image (or find the one configured); its ID is part of every step key."""
-        settings = self.cfg.docker
-        if not settings.build_step_image:
-            try:
-                image_id = str(docker.images.get(settings.step_image).id)
-            except NotFound as exc:
-                raise PipelineError(
-                    f"docker.step_image={settings.step_image!r} is not in the Docker engine "
-                    "and docker.build_step_image=false"
-                ) from exc
-            mlflow.set_tag("pipeline.step_image_id", image_id)
-            return image_id
-        log.info("building step image %s (base %s)", settings.step_image, settings.base_image)
-        with pip_build_args(settings.wheelhouse, settings.wheelhouse_port) as pip_args:
-            image = docker_utils.build_image(
-                docker,
-                PROJECT_DIR,
-                settings.step_image,
-                buildargs={"BASE_IMAGE": settings.base_image, **pip_args},
-                network_mode="host",
-            )
-        mlflow.set_tag("pipeline.step_image_id", image.id)
-        return str(image.id)
-
     def _record_reuse(self, step: str, reused: str, reasons: list[str]) -> StepResult:
         """A child run that says which run this step reused, so the UI shows the whole pipeline."""
         parent = mlflow.active_run()
@@ -412,7 +257,9 @@ class Pipeline:
         self.client.set_terminated(record.info.run_id, FINISHED)
         return StepResult(step, reused, FINISHED, 0.0, "reused", reasons)
 
-    def _run_step(self, step: str, params: dict[str, Any], gpus: bool, mounts: list[Path]) -> StepResult:
+    def _run_step(
+        self, step: str, image: str, params: dict[str, Any], gpus: bool, mounts: list[Path]
+    ) -> StepResult:
         parent = mlflow.active_run()
         assert parent is not None
         experiment_id = parent.info.experiment_id
@@ -421,12 +268,12 @@ class Pipeline:
         )
         container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
         args["name"] = container
-        log.info("=== step %s: %s", step, json.dumps(params))
+        log.info("=== step %s in %s: %s", step, image, json.dumps(params))
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"{step}-container-") as work:
             recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
             submitted = mlflow.projects.run(
-                uri=str(STEPS_DIR / step),
+                uri=str(pinned_project(step, image, Path(work))),
                 entry_point="main",
                 parameters=params,
                 experiment_id=experiment_id,
@@ -435,6 +282,8 @@ class Pipeline:
                 synchronous=False,
                 build_image=False,
             )
+            self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
+            self._record_source(submitted.run_id, step, parent.info.run_id)
             try:
                 submitted.wait()
             except BaseException:
@@ -451,6 +300,15 @@ class Pipeline:
                     self.client.log_artifact(submitted.run_id, str(recorded), "logs")
         status = self.client.get_run(submitted.run_id).info.status
         return StepResult(step, submitted.run_id, status, time.monotonic() - started)
+
+    def _record_source(self, run_id: str, step: str, parent_run_id: str) -> None:
+        """The step run's source is the step's project in this checkout (with the checkout's
+        git commit, as the pipeline run has it), not the pinned copy MLflow was given."""
+        self.client.set_tag(run_id, "mlflow.source.name", str(STEPS_DIR / step))
+        parent_tags = self.client.get_run(parent_run_id).data.tags
+        for tag in GIT_SOURCE_TAGS:
+            if tag in parent_tags:
+                self.client.set_tag(run_id, tag, parent_tags[tag])
 
     def _fail_if_still_running(self, run_id: str) -> None:
         if self.client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):

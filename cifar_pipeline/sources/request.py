@@ -12,16 +12,25 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cifar_pipeline import __version__
 from cifar_pipeline.checksums import file_digest, parse_spec
 from cifar_pipeline.dataset import Split
-from cifar_pipeline.sources import cifar10, digits, download, imagefolder
+from cifar_pipeline.sources import cifar10, download, imagefolder
 from cifar_pipeline.sources.errors import SourceError
 
 SOURCES = ("cifar10", "imagefolder", "digits")
 Loaded = tuple[Split, Split, list[str], dict[str, Any]]
+
+
+def _digits() -> ModuleType:
+    """The digits source, imported on first use: scikit-learn takes a second to import
+    and only this source needs it."""
+    from cifar_pipeline.sources import digits
+
+    return digits
 
 
 @dataclass(frozen=True)
@@ -57,12 +66,12 @@ class FetchRequest:
             return imagefolder.load(
                 self.data_url, self.data_checksum, self.test_fraction, self.seed, work_dir, self.retry
             )
-        return digits.load(self.test_fraction, self.seed)
+        return _digits().load(self.test_fraction, self.seed)
 
     def known_input_digest(self) -> str | None:
         """The input's content digest if it is known without downloading; None otherwise."""
         if self.source == "digits":
-            return digits.input_digest()
+            return _digits().input_digest()
         spec = self.data_checksum or (cifar10.OFFICIAL_CHECKSUM if self.source == "cifar10" else "")
         if spec:
             algorithm, expected = parse_spec(spec)
