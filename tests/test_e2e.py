@@ -146,8 +146,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def local_store(project: Path) -> Iterator[MlflowClient]:
     uri = f"sqlite:///{project / 'mlflow.db'}"
+    # The first client to open the store creates it, with its default experiment's artifacts
+    # under ./mlruns of the working directory: the project's, as for a user's first run.
+    test_dir = Path.cwd()
+    os.chdir(project)
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments()
+    finally:
+        os.chdir(test_dir)
     mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
+    yield client
     mlflow.set_tracking_uri("")
 
 

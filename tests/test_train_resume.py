@@ -181,4 +181,8 @@ def test_pytorch_model_is_logged_and_reproduces_the_reference(
         logits = model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(logits, reference["logits"], atol=1e-5)
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/pytorch_model")
+    # it carries the model's module, not the whole package (whose every edit would retrain)
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
+    carried = sorted(p.relative_to(local / "code").as_posix() for p in (local / "code").rglob("*.py"))
+    assert carried == ["cifar_pipeline/__init__.py", "cifar_pipeline/model.py"]
     assert info.signature is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -67,6 +68,9 @@ from cifar_pipeline.training import (
 )
 
 log = logging.getLogger(__name__)
+# The modules `mlflow.pytorch.load_model` needs to unpickle the model (model.py imports
+# only torch and torchvision).
+MODEL_MODULES = ("__init__.py", "model.py")
 
 
 class ParityError(RuntimeError):
@@ -311,16 +315,28 @@ def export_and_log(
         onnx.load(str(onnx_path)), name="model", signature=signature, input_example=reference_images[:2]
     )
     # The PyTorch model too (for fine-tuning and `mlflow.pytorch.load_model`). It pickles
-    # cifar_pipeline.model.Classifier, so the package travels with it; requirements are
+    # cifar_pipeline.model.Classifier, so that module travels with it; requirements are
     # the pinned versions in use, not inferred (inference re-imports the model: slow).
     mlflow.pytorch.log_model(
         model,
         name="pytorch_model",
         signature=signature,
         input_example=reference_images[:2],
-        code_paths=[str(Path(cifar_pipeline.__file__).parent)],
+        code_paths=[str(model_code(work_dir / "model_code"))],
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
     )
+
+
+def model_code(folder: Path) -> Path:
+    """The package the pickled model needs to load (cifar_pipeline.model) and nothing more:
+    with the whole package the logged model, and so this step's output and cache key, would
+    change with every module of it, the system test's included."""
+    package = folder / "cifar_pipeline"
+    package.mkdir(parents=True)
+    source = Path(cifar_pipeline.__file__).parent
+    for module in MODEL_MODULES:
+        shutil.copy(source / module, package / module)
+    return package
 
 
 if __name__ == "__main__":
