@@ -53,20 +53,26 @@ wheelhouse-server: wheelhouse
 	scripts/ensure_wheelhouse_server.sh $(WHEELHOUSE) $(WHEELHOUSE_PORT) > $(STATE)/wheelhouse-url
 
 # A registry on 127.0.0.1 for the test of the build step's push (-P registry=...).
-registry: engine
+# After the base image: both may apt-get install, and apt takes one lock.
+registry: engine | base-image
 	@mkdir -p $(STATE)
 	scripts/ensure_local_registry.sh > $(STATE)/registry
 
 # Every step image, tagged cifar-pipeline-<step>:latest, for running a step alone
 # (`mlflow run steps/<step>`). The pipeline builds what it needs by itself.
-images: setup
+images:
+	@$(MAKE) --no-print-directory -j4 setup
 	python -m cifar_pipeline.orchestrator.images --tag-latest \
 	  --base-image $$(cat $(STATE)/base-image) --find-links $$(cat $(STATE)/wheelhouse-url)
 
-demo: setup
+# The set-up's parts run side by side (the venv and the wheelhouse download beside the
+# engine and the base image): a fresh machine waits for the slowest, not for their sum.
+demo:
+	@$(MAKE) --no-print-directory -j4 setup
 	$(IMAGE_ENV) mlflow run . --env-manager local -P source=digits -P epochs=$(DEMO_EPOCHS)
 
-test: setup dev-venv registry
+test:
+	@$(MAKE) --no-print-directory -j4 setup dev-venv registry
 	$(IMAGE_ENV) PIPELINE_TEST_REGISTRY=$$(cat $(STATE)/registry) pytest
 
 lint: dev-venv

@@ -263,3 +263,17 @@ def test_an_environment_change_is_explained_by_its_packages(
     decision = cache(root=checkout).decide("train", bumped, TRAIN_PARAMS, {"data_run_id": data_run})
     assert decision.reuse is None
     assert decision.reasons == [f"vs run {keyed_run}: environment changed: torch 2.14.1→2.15.0"]
+
+
+def test_a_code_change_is_explained_against_the_closest_earlier_run(
+    keyed_run: str, data_run: str, tmp_path: Path, checkout: Path
+) -> None:
+    upstream = {"data_run_id": data_run}
+    (checkout / "steps" / "train" / "step.py").write_text("main()  # a newer run loaded this\n")
+    newer = finished_run("train", tmp_path, root=checkout)
+    cache().record(newer, cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, upstream).key)
+    (checkout / "steps" / "train" / "step.py").write_text(LOADED["steps/train/step.py"])
+    (checkout / "cifar_pipeline" / "model.py").write_text("class Model: ...  # changed\n")
+    decision = cache(root=checkout).decide("train", ENV, TRAIN_PARAMS, upstream)
+    # vs the newer run two files differ, vs the first one only the model
+    assert decision.reasons == [f"vs run {keyed_run}: code changed: cifar_pipeline/model.py"]

@@ -254,7 +254,9 @@ class StepCache:
             if changes is None:
                 continue
             if changes:
-                code_changed = code_changed or (run_id, changes)
+                # explain against the closest earlier run: the fewest changed files
+                if code_changed is None or len(changes) < len(code_changed[1]):
+                    code_changed = (run_id, changes)
                 continue
             if step == BUILD and not self.image_exists(hit.data.tags.get("image.id", "")):
                 reason = f"build run {run_id} has this key, but its image is no longer in the Docker engine"
