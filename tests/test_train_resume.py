@@ -1,6 +1,9 @@
 """The train step in-process: checkpoints, a killed run continued, evaluation, quality gate."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -165,22 +168,41 @@ def test_quality_gate_passes_at_the_threshold(data_run: str, mlflow_store: str) 
     assert "final_test_accuracy_flip_tta" not in run.data.metrics
 
 
+# Loads the logged model in a fresh process outside the project, so the project package
+# can come only from the model's own code: and `load_model` puts that code first on
+# sys.path, which must not leak into the test session.
+LOAD_MODEL = """
+import sys, mlflow, mlflow.pytorch, numpy as np, torch
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pytorch.load_model(sys.argv[2])
+with torch.no_grad():
+    np.save(sys.argv[4], model(torch.from_numpy(np.load(sys.argv[3]))).numpy())
+"""
+
+
 def test_pytorch_model_is_logged_and_reproduces_the_reference(
     data_run: str, mlflow_store: str, tmp_path
 ) -> None:
     client = MlflowClient(mlflow_store)
     step.main(["--data-run-id", data_run, *EPOCHS])
     run = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/pytorch_model")
     reference = np.load(
         client.download_artifacts(run.info.run_id, "reference/predictions.npz", str(tmp_path))
     )
     dataset_dir = Path(client.download_artifacts(data_run, "data", str(tmp_path)))
-    images = np.load(dataset_dir / "test_images.npy")[reference["indices"]]
-    with torch.no_grad():
-        logits = model(torch.from_numpy(images)).numpy()
-    np.testing.assert_allclose(logits, reference["logits"], atol=1e-5)
-    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/pytorch_model")
+    np.save(tmp_path / "images.npy", np.load(dataset_dir / "test_images.npy")[reference["indices"]])
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_RUN_ID")}
+    uri = f"runs:/{run.info.run_id}/pytorch_model"
+    subprocess.run(
+        [sys.executable, "-c", LOAD_MODEL, mlflow_store, uri, str(tmp_path / "images.npy"), "logits.npy"],
+        cwd=outside,
+        env=env,
+        check=True,
+    )
+    np.testing.assert_allclose(np.load(outside / "logits.npy"), reference["logits"], atol=1e-5)
+    info = mlflow.models.get_model_info(uri)
     # it carries the model's module, not the whole package (whose every edit would retrain)
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
     carried = sorted(p.relative_to(local / "code").as_posix() for p in (local / "code").rglob("*.py"))
