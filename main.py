@@ -13,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from cifar_pipeline.cancellation import term_when_parent_dies
 from cifar_pipeline.orchestrator import sweep
 from cifar_pipeline.orchestrator.cli import expand_overrides
 from cifar_pipeline.orchestrator.pipeline import run_pipeline
@@ -25,9 +26,13 @@ def main(cfg: DictConfig) -> None:
     tags = sweep.start_point(cfg, sys.argv[1:])
     outcome = run_pipeline(cfg, point_tags=tags)
     sweep.end_point(tags, outcome.run_id, outcome.exit_code)
+    if outcome.cancelled:  # the sweep stops with the point
+        sys.exit(sweep.finish())
 
 
 if __name__ == "__main__":
+    # `mlflow run` killed alone must not leave this process (and its step container) running
+    term_when_parent_dies()
     sys.argv = expand_overrides(sys.argv)
     main()
     sys.exit(sweep.finish())

@@ -168,6 +168,16 @@ class ContainerLogRecorder:
         return self.path if self.path.exists() and self.path.stat().st_size else None
 
 
+def stop_container(client: docker.DockerClient, name_or_id: str, grace: float) -> None:
+    """SIGTERM to the container's process, SIGKILL after `grace` seconds; back once it stopped."""
+    try:
+        client.containers.get(name_or_id).stop(timeout=max(0, round(grace)))
+    except NotFound:
+        return
+    except APIError as exc:  # e.g. it is being removed (--rm) already
+        log.warning("could not stop container %s: %s", name_or_id, exc)
+
+
 def remove_container(client: docker.DockerClient, name_or_id: str) -> bool:
     """Force-remove a container if it exists; True if one was removed."""
     try:

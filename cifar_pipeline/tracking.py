@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import code_trace
+from cifar_pipeline.cancellation import Cancelled, cancellable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ QUALITY_GATE_TAG = "quality_gate"  # "passed" / "failed" on train runs
 CHECKPOINT = "checkpoints/last.pt"  # a train run's latest checkpoint, replaced every epoch
 # The project files a step run loaded, with their digests: its code identity (code_trace.py).
 CODE_TRACE_ARTIFACT = "step_code.json"
+KILLED = RunStatus.to_string(RunStatus.KILLED)
 
 FETCH, TRAIN, BUILD, SYSTEMTEST = "fetch", "train", "build", "systemtest"
 STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST)
@@ -136,18 +138,26 @@ def step_run(step: str, upstream: dict[str, str] | None = None) -> Iterator[Run]
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
         try:
-            with mlflow.start_run() as run:
+            with cancellable(), mlflow.start_run() as run:
                 mlflow.set_tags({STEP_TAG: step, PIPELINE_TAG: PIPELINE_NAME})
                 mlflow.set_tags({upstream_tag(k): v for k, v in (upstream or {}).items() if v})
                 try:
                     yield run
                     mlflow.log_dict(trace.snapshot(), CODE_TRACE_ARTIFACT)
+                except Cancelled as exc:
+                    # `docker stop` (the pipeline cancelled) or Ctrl-C: the run was killed, it did not fail
+                    log.warning("step %s %s", step, exc)
+                    handler.flush()
+                    mlflow.log_artifact(str(log_path), "logs")
+                    mlflow.end_run(KILLED)
+                    raise
                 except BaseException:
                     log.exception("step %s failed", step)
                     raise
                 finally:
-                    handler.flush()
-                    mlflow.log_artifact(str(log_path), "logs")
+                    if mlflow.active_run() is not None:
+                        handler.flush()
+                        mlflow.log_artifact(str(log_path), "logs")
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import tempfile
 import time
 import uuid
@@ -28,11 +29,14 @@ import yaml
 from docker.errors import NotFound
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from cifar_pipeline import docker_utils
+from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
+from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
     REUSED_STEP_TAG,
@@ -57,6 +61,7 @@ from cifar_pipeline.orchestrator.requirements import RequirementsError
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.tracking import (
     FETCH,
+    KILLED,
     PIPELINE_NAME,
     PIPELINE_TAG,
     PRODUCES,
@@ -134,6 +139,12 @@ def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None
     return Path(parsed.path).parent
 
 
+def stop_grace_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise PipelineError(f"docker.stop_grace_seconds={value!r}: expected seconds, from 0 to 3600")
+    return float(value)
+
+
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(config, dict):
         out: dict[str, Any] = {}
@@ -148,6 +159,20 @@ class Pipeline:
         self.cfg = cfg
         self.client = MlflowClient()
         self.results: list[StepResult] = []
+        self.stop_grace = 30.0  # docker.stop_grace_seconds, checked in run()
+        self.running_container = ""  # the step container running now, if any
+
+    def hurry(self, signum: int) -> None:
+        """A second Ctrl-C while cancelling: kill the step container now, no grace."""
+        if signum == signal.SIGINT and self.running_container:
+            log.warning("killing %s now", self.running_container)
+            docker_utils.remove_container(docker_utils.connect(), self.running_container)
+
+    def end_orphans(self, docker: Any, experiment_id: str) -> None:
+        ended = orphans.end_orphaned_containers(docker, self.stop_grace)
+        ended += orphans.end_orphaned_pipeline_runs(self.client, experiment_id)
+        if ended:
+            log.warning("ended what dead orchestrators left running: %s", ", ".join(ended))
 
     def run(self) -> None:
         resume_pipeline = str(self.cfg.resume.get("pipeline_run_id") or "")
@@ -172,9 +197,13 @@ class Pipeline:
             raise PipelineError(str(exc)) from exc
         if not isinstance(self.cfg.cache.enabled, bool):
             raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
+        self.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
+        active = mlflow.active_run()
+        assert active is not None
+        self.end_orphans(docker, active.info.experiment_id)
         try:
             images = StepImages(
                 docker, self.cfg.docker.base_image, pip_build_args(self.cfg.docker.pip_find_links)
@@ -263,14 +292,17 @@ class Pipeline:
         parent = mlflow.active_run()
         assert parent is not None
         experiment_id = parent.info.experiment_id
+        tracking_uri = mlflow.get_tracking_uri()
         args = step_docker_args(
-            step, mlflow.get_tracking_uri(), local_artifact_root(experiment_id, self.client), gpus, mounts
+            step, tracking_uri, local_artifact_root(experiment_id, self.client), gpus, mounts
         )
         container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
         args["name"] = container
         log.info("=== step %s in %s: %s", step, image, json.dumps(params))
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"{step}-container-") as work:
+            labels = orphans.container_labels(step, parent.info.run_id, tracking_uri)
+            args["label-file"] = str(orphans.write_label_file(labels, Path(work) / "labels"))
             recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
             submitted = mlflow.projects.run(
                 uri=str(pinned_project(step, image, Path(work))),
@@ -282,14 +314,13 @@ class Pipeline:
                 synchronous=False,
                 build_image=False,
             )
-            self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
-            self._record_source(submitted.run_id, step, parent.info.run_id)
+            self.running_container = container
             try:
-                submitted.wait()
-            except BaseException:
-                submitted.cancel()
-                raise
+                self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
+                self._record_source(submitted.run_id, step, parent.info.run_id)
+                self._wait(submitted, step, container)
             finally:
+                self.running_container = ""
                 # MLflow runs containers with --rm, but a cancelled `docker run` client
                 # leaves its container running: remove it, whatever happened.
                 docker_utils.remove_container(docker_utils.connect(), container)
@@ -300,6 +331,24 @@ class Pipeline:
                     self.client.log_artifact(submitted.run_id, str(recorded), "logs")
         status = self.client.get_run(submitted.run_id).info.status
         return StepResult(step, submitted.run_id, status, time.monotonic() - started)
+
+    def _wait(self, submitted: SubmittedRun, step: str, container: str) -> None:
+        """Wait for the step. Cancelled: stop its container, then mark its run KILLED."""
+        try:
+            submitted.wait()
+        except Cancelled as exc:
+            # SIGTERM to the step, SIGKILL after the grace period: a train step ends its
+            # run KILLED, with its last epoch's checkpoint logged, for `resume`.
+            log.warning("%s: stopping step %s (%.0f s to finish)", exc, step, self.stop_grace)
+            docker_utils.stop_container(docker_utils.connect(), container, self.stop_grace)
+            submitted.cancel()
+            # The step's process is gone: nothing can overwrite this status any more.
+            self.client.set_tag(submitted.run_id, orphans.KILLED_REASON_TAG, str(exc))
+            self.client.set_terminated(submitted.run_id, KILLED)
+            raise
+        except BaseException:
+            submitted.cancel()
+            raise
 
     def _record_source(self, run_id: str, step: str, parent_run_id: str) -> None:
         """The step run's source is the step's project in this checkout (with the checkout's
@@ -336,11 +385,17 @@ class Outcome:
     exit_code: int
     run_id: str  # the pipeline run; empty if none was started
 
+    @property
+    def cancelled(self) -> bool:
+        return self.exit_code > 128  # 128 + the signal's number
+
 
 def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> Outcome:
     """Run the pipeline in the current (or a new) parent run; return its exit code and run ID.
 
     With `point_tags` (a sweep point) the pipeline run is nested under the active sweep run.
+    SIGINT or SIGTERM cancels it: the running step's container is stopped, and the step
+    run and the pipeline run end KILLED (exit code 128 + the signal's number).
     """
     mlflow.set_tracking_uri(absolute_tracking_uri(mlflow.get_tracking_uri()))
     try:
@@ -348,21 +403,42 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> O
     except PipelineError as exc:
         log.error("pipeline failed: %s", exc)
         return Outcome(1, "")
-    # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
-    parent = mlflow.start_run(nested=point_tags is not None)
-    mlflow.set_tags({STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME, **(point_tags or {})})
+    built: list[Pipeline] = []  # for a second Ctrl-C to reach the running step
+
+    def hurry(signum: int) -> None:
+        for pipeline in built:
+            pipeline.hurry(signum)
+
+    with cancellable(on_repeat=hurry):
+        # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
+        parent = mlflow.start_run(nested=point_tags is not None)
+        try:
+            return _run_in(parent.info.run_id, cfg, point_tags or {}, built)
+        except Cancelled as exc:  # while the run was being set up or closed
+            if (active := mlflow.active_run()) and active.info.run_id == parent.info.run_id:
+                mlflow.set_tag("pipeline.error", str(exc))
+                mlflow.end_run(KILLED)
+            return Outcome(exc.exit_code, parent.info.run_id)
+
+
+def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: list[Pipeline]) -> Outcome:
+    mlflow.set_tags(
+        {STEP_TAG: "pipeline", PIPELINE_TAG: PIPELINE_NAME, orphans.OWNER_TAG: str(orphans.Owner.current())}
+        | point_tags
+    )
     try:
         cfg = resumed_config(cfg, MlflowClient())
     except PipelineError as exc:
         log.error("pipeline failed: %s", exc)
         mlflow.set_tag("pipeline.error", str(exc))
         mlflow.end_run(FAILED)
-        return Outcome(1, parent.info.run_id)
+        return Outcome(1, run_id)
     resolved = as_dict(cfg)
     mlflow.log_dict(resolved, "config.yaml")
     mlflow.log_params(flatten(resolved))
     pipeline = Pipeline(cfg)
-    status, error = FINISHED, ""
+    built.append(pipeline)
+    status, error, exit_code = FINISHED, "", 0
     try:
         pipeline.run()
     except (
@@ -372,13 +448,15 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> O
         OSError,
         MlflowException,
     ) as exc:
-        status, error = FAILED, str(exc)
-    except BaseException as exc:  # Ctrl-C included: the parent must not stay RUNNING
+        status, error, exit_code = FAILED, str(exc), 1
+    except Cancelled as exc:
+        status, error, exit_code = KILLED, str(exc), exc.exit_code
+    except BaseException as exc:  # the parent must not stay RUNNING
         status, error = FAILED, f"{exc.__class__.__name__}: {exc}"
         raise
     finally:
         table = summary_table(pipeline.results)
-        log.info("pipeline %s (run %s)\n%s", status, parent.info.run_id, table)
+        log.info("pipeline %s (run %s)\n%s", status, run_id, table)
         mlflow.log_text(table + "\n", "summary.txt")
         mlflow.log_dict(
             {"status": status, "error": error, "steps": [asdict(r) for r in pipeline.results]}, "summary.json"
@@ -387,6 +465,6 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> O
             mlflow.log_metric(f"seconds_{result.step}", result.seconds)
         if error:
             mlflow.set_tag("pipeline.error", error[:5000])
-            log.error("pipeline failed: %s", error)
+            log.error("pipeline %s: %s", "cancelled" if status == KILLED else "failed", error)
         mlflow.end_run(status)
-    return Outcome(0 if status == FINISHED else 1, parent.info.run_id)
+    return Outcome(exit_code, run_id)

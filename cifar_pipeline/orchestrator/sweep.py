@@ -68,16 +68,24 @@ def end_point(tags: dict[str, str], pipeline_run_id: str, code: int) -> None:
     _current.points.append((tags[POINT_TAG], pipeline_run_id, code))
 
 
+def point_status(exit_code: int) -> str:
+    return "FINISHED" if exit_code == 0 else "KILLED" if exit_code > 128 else "FAILED"
+
+
 def finish() -> int:
-    """After the last point: close the sweep run (FAILED if any point failed); the exit code."""
+    """After the last point (or a cancelled one): close the sweep run; the exit code.
+
+    The sweep is KILLED if a point was cancelled, FAILED if one failed, else FINISHED.
+    """
     if _current is None:
         return 0
-    failed = [point for point in _current.points if point[2]]
-    lines = [
-        f"{'FAILED' if code else 'FINISHED':<9} {run_id}  {label}" for label, run_id, code in _current.points
-    ]
+    codes = [code for _, _, code in _current.points]
+    failed = [code for code in codes if code]
+    lines = [f"{point_status(code):<9} {run_id}  {label}" for label, run_id, code in _current.points]
     table = "\n".join(lines)
-    log.info("sweep: %d points, %d failed\n%s", len(_current.points), len(failed), table)
+    log.info("sweep: %d points, %d failed or cancelled\n%s", len(codes), len(failed), table)
     mlflow.log_text(table + "\n", "sweep.txt")
-    mlflow.end_run("FAILED" if failed else "FINISHED")
-    return 1 if failed else 0
+    cancelled = [code for code in codes if code > 128]
+    exit_code = cancelled[0] if cancelled else 1 if failed else 0
+    mlflow.end_run(point_status(exit_code))
+    return exit_code

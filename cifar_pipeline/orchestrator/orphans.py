@@ -1,0 +1,158 @@
+"""Step containers and pipeline runs whose orchestrator died, found and ended.
+
+A SIGKILLed orchestrator (or a crashed host process) cannot stop its step container:
+the container trains on, unwatched, and its runs stay RUNNING. Every step container
+carries labels naming its orchestrator process (host, PID and the process's start time,
+so a reused PID is not mistaken for it), its pipeline run and its tracking store; the
+pipeline run carries the same owner tag. The next pipeline on the same host ends what
+such a dead orchestrator left: it stops and removes the containers and marks their runs
+KILLED, saying so. Containers of orchestrators on other hosts (a shared remote engine)
+are left alone: their liveness cannot be known from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.models.containers import Container
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from cifar_pipeline import docker_utils
+from cifar_pipeline.tracking import KILLED, STEP_TAG
+
+log = logging.getLogger(__name__)
+
+STEP_LABEL = "cifar-pipeline.step"
+OWNER_LABEL = "cifar-pipeline.orchestrator"  # host/pid/start time of the orchestrator process
+PIPELINE_RUN_LABEL = "cifar-pipeline.pipeline-run"
+TRACKING_URI_LABEL = "cifar-pipeline.tracking-uri"
+OWNER_TAG = "pipeline.orchestrator"  # the same on the pipeline run
+KILLED_REASON_TAG = "pipeline.killed"
+RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+
+
+def process_start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), "" where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name (field 2) may hold spaces and parentheses: fields after its last ")"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """An orchestrator process, identified across PID reuse."""
+
+    host: str
+    pid: int
+    started: str
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), process_start_time(os.getpid()))
+
+    @classmethod
+    def parse(cls, label: str) -> Owner | None:
+        host, _, rest = label.rpartition("/")
+        host, _, pid = host.rpartition("/")
+        if not host or not pid.isdigit():
+            return None
+        return cls(host, int(pid), rest)
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.pid}/{self.started}"
+
+    def is_local(self) -> bool:
+        return self.host == socket.gethostname()
+
+    def is_alive(self) -> bool:
+        """Whether this (local) process still runs: its PID exists with the same start time."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, another user's
+        return not self.started or process_start_time(self.pid) in (self.started, "")
+
+
+def container_labels(step: str, pipeline_run_id: str, tracking_uri: str) -> dict[str, str]:
+    return {
+        STEP_LABEL: step,
+        OWNER_LABEL: str(Owner.current()),
+        PIPELINE_RUN_LABEL: pipeline_run_id,
+        TRACKING_URI_LABEL: tracking_uri,
+    }
+
+
+def write_label_file(labels: dict[str, str], path: Path) -> Path:
+    """A `docker run --label-file`: MLflow's docker_args pass one `--label` only."""
+    path.write_text("".join(f"{key}={value}\n" for key, value in labels.items()))
+    return path
+
+
+def _container_run_id(container: Container) -> str:
+    env = container.attrs.get("Config", {}).get("Env") or []
+    return next((e.split("=", 1)[1] for e in env if e.startswith("MLFLOW_RUN_ID=")), "")
+
+
+def kill_run(client: MlflowClient, run_id: str, reason: str) -> None:
+    """Mark a run KILLED with the reason, unless it already ended."""
+    try:
+        if client.get_run(run_id).info.status != RUNNING:
+            return
+        client.set_tag(run_id, KILLED_REASON_TAG, reason)
+        client.set_terminated(run_id, KILLED)
+    except MlflowException as exc:
+        log.warning("run %s: cannot mark it KILLED: %s", run_id, exc)
+
+
+def end_orphaned_containers(engine: docker.DockerClient, grace: float) -> list[str]:
+    """Stop and remove the step containers of dead local orchestrators; their names."""
+    ended = []
+    for container in engine.containers.list(all=True, filters={"label": OWNER_LABEL}):
+        owner = Owner.parse(container.labels.get(OWNER_LABEL, ""))
+        if owner is None or not owner.is_local() or owner.is_alive():
+            continue
+        step = container.labels.get(STEP_LABEL, "?")
+        pipeline_run = container.labels.get(PIPELINE_RUN_LABEL, "")
+        reason = f"its orchestrator (pid {owner.pid} on {owner.host}) died; ended by a later pipeline"
+        log.warning(
+            "ending container %s (step %s of pipeline run %s): %s", container.name, step, pipeline_run, reason
+        )
+        docker_utils.stop_container(engine, container.id, grace)
+        docker_utils.remove_container(engine, container.id)
+        uri = container.labels.get(TRACKING_URI_LABEL, "")
+        if uri:
+            client = MlflowClient(uri)
+            for run_id in (_container_run_id(container), pipeline_run):
+                if run_id:
+                    kill_run(client, run_id, reason)
+        ended.append(container.name)
+    return ended
+
+
+def end_orphaned_pipeline_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING pipeline runs here whose (local) orchestrator is gone."""
+    ended = []
+    runs = client.search_runs(
+        [experiment_id], f"attributes.status = '{RUNNING}' and tags.`{STEP_TAG}` = 'pipeline'"
+    )
+    for run in runs:
+        owner = Owner.parse(run.data.tags.get(OWNER_TAG, ""))
+        if owner is None or not owner.is_local() or owner.is_alive():
+            continue
+        reason = f"its orchestrator (pid {owner.pid} on {owner.host}) died; ended by a later pipeline"
+        log.warning("pipeline run %s: %s", run.info.run_id, reason)
+        kill_run(client, run.info.run_id, reason)
+        ended.append(run.info.run_id)
+    return ended

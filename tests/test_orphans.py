@@ -1,0 +1,112 @@
+"""What a dead orchestrator left running is found and ended by the next pipeline."""
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import docker
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cifar_pipeline.docker_utils import remove_container
+from cifar_pipeline.orchestrator import orphans
+from cifar_pipeline.orchestrator.orphans import Owner
+from cifar_pipeline.tracking import STEP_TAG
+
+
+def dead_process() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_an_owner_label_round_trips() -> None:
+    me = Owner.current()
+    assert Owner.parse(str(me)) == me
+    assert me.host == socket.gethostname()
+    assert me.pid == os.getpid()
+    assert Owner.parse("") is None
+    assert Owner.parse("host/not-a-pid/123") is None
+
+
+def test_a_live_process_is_alive_and_a_dead_or_reused_pid_is_not() -> None:
+    me = Owner.current()
+    assert me.is_alive()
+    assert not Owner(me.host, dead_process(), "1").is_alive()
+    if me.started:  # Linux: the same PID with another start time is another process
+        assert not Owner(me.host, me.pid, str(int(me.started) + 1)).is_alive()
+
+
+def test_another_hosts_owner_is_not_local() -> None:
+    assert not Owner("some-other-host", os.getpid(), "").is_local()
+
+
+@pytest.fixture
+def step_container(mlflow_store: str) -> Iterator[tuple[str, MlflowClient]]:
+    """A sleeping container labelled as a step of a pipeline run, with its step run RUNNING."""
+    base = os.environ.get("PIPELINE_BASE_IMAGE", "python:3.11-slim")
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    pipeline = client.create_run(experiment, tags={STEP_TAG: "pipeline"})
+    step = client.create_run(experiment, tags={STEP_TAG: "train"})
+    name = f"cifar-pipeline-test-orphan-{uuid.uuid4().hex[:8]}"
+    engine = docker.from_env()
+    labels = orphans.container_labels("train", pipeline.info.run_id, mlflow_store)
+    engine.containers.run(
+        base,
+        ["sleep", "300"],
+        name=name,
+        labels=labels,
+        environment={"MLFLOW_RUN_ID": step.info.run_id},
+        detach=True,
+        init=True,  # sleep as PID 1 ignores SIGTERM
+    )
+    yield name, client
+    remove_container(engine, name)
+
+
+@pytest.mark.docker
+def test_a_live_orchestrators_container_is_left_alone(step_container: tuple[str, MlflowClient]) -> None:
+    name, _ = step_container
+    assert name not in orphans.end_orphaned_containers(docker.from_env(), grace=1)
+    assert docker.from_env().containers.get(name).status == "running"
+
+
+@pytest.mark.docker
+def test_a_dead_orchestrators_container_is_ended_and_its_runs_killed(
+    step_container: tuple[str, MlflowClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, client = step_container
+    container = docker.from_env().containers.get(name)
+    step_run_id = next(
+        e.split("=", 1)[1] for e in container.attrs["Config"]["Env"] if e.startswith("MLFLOW_RUN_ID=")
+    )
+    pipeline_run_id = container.labels[orphans.PIPELINE_RUN_LABEL]
+    # the orchestrator that labelled it is gone
+    monkeypatch.setattr(Owner, "is_alive", lambda self: self.pid != os.getpid())
+    assert orphans.end_orphaned_containers(docker.from_env(), grace=1) == [name]
+    assert docker.from_env().containers.list(all=True, filters={"name": name}) == []
+    for run_id in (step_run_id, pipeline_run_id):
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert "its orchestrator (pid" in run.data.tags[orphans.KILLED_REASON_TAG]
+
+
+def test_a_running_pipeline_run_of_a_dead_orchestrator_is_killed(mlflow_store: str) -> None:
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    me = Owner.current()
+    dead = Owner(me.host, dead_process(), "1")
+    tags = {STEP_TAG: "pipeline"}
+    orphaned = client.create_run(experiment, tags=tags | {orphans.OWNER_TAG: str(dead)})
+    alive = client.create_run(experiment, tags=tags | {orphans.OWNER_TAG: str(me)})
+    elsewhere = client.create_run(experiment, tags=tags | {orphans.OWNER_TAG: f"other-host/{dead.pid}/1"})
+    assert orphans.end_orphaned_pipeline_runs(client, experiment) == [orphaned.info.run_id]
+    assert client.get_run(orphaned.info.run_id).info.status == "KILLED"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
+    assert mlflow.active_run() is None
