@@ -1,4 +1,5 @@
-"""Shared fixtures: generated CIFAR-format tarballs, a throwaway MLflow store."""
+"""Shared fixtures: generated CIFAR-format tarballs, a throwaway MLflow store, and a check
+that the suite leaves the user's images and containers alone."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import mlflow
 import numpy as np
 import pytest
+from docker.errors import DockerException
 
 from cifar_pipeline.dataset import Split
 from cifar_pipeline.sources import cifar10
@@ -49,3 +52,34 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri("")
+
+
+def engine_state() -> tuple[dict[str, str], set[str]] | None:
+    """Every image tag on the Docker engine with the image it names, and every container."""
+    try:
+        engine = docker.from_env()
+        tags = {tag: image.id for image in engine.images.list() for tag in image.tags}
+        containers = {container.id for container in engine.containers.list(all=True)}
+    except DockerException:
+        return None
+    return tags, containers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_images_and_containers_untouched() -> Iterator[None]:
+    """The suite removes and re-tags only what it made: a `make test` after `make demo`
+    leaves the demo's images, tags and containers as they were (checked after the suite)."""
+    before = engine_state()
+    yield
+    after = engine_state()
+    if before is None or after is None:
+        return
+    (tags_before, containers_before), (tags_after, containers_after) = before, after
+    changed = {
+        tag: f"{image} -> {tags_after.get(tag, 'removed')}"
+        for tag, image in tags_before.items()
+        if tags_after.get(tag) != image
+    }
+    assert not changed, f"the test suite changed or removed images it did not make: {changed}"
+    gone = containers_before - containers_after
+    assert not gone, f"the test suite removed containers it did not make: {sorted(gone)}"

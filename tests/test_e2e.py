@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cifar_pipeline.code_trace import file_sha256
+from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
 from cifar_pipeline.orchestrator.pipeline import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
@@ -37,6 +40,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The suite's own inference image repository: a user's `cifar-classifier` images stay as they are.
+TEST_IMAGE_REPO = f"cifar-classifier-e2e-{uuid.uuid4().hex[:8]}"
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", ".wheelhouse", ".build", "mlruns", "mlartifacts", "mlflow.db", "outputs",
     "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
@@ -59,15 +64,21 @@ def mlflow_run_args(*params: str, uri: str = ".", docker_args: tuple[str, ...] =
     return args
 
 
-def start_pipeline(project: Path, *params: str) -> subprocess.Popen[str]:
-    """`mlflow run .` in the background, its output (both streams) readable at the end."""
+def start_pipeline(
+    project: Path, *params: str, new_session: bool = False, **env: str
+) -> subprocess.Popen[str]:
+    """`mlflow run .` in the background, its output (both streams) readable at the end.
+
+    `new_session`: in a process group of its own, as a terminal's foreground job is.
+    """
     return subprocess.Popen(
         mlflow_run_args(*params),
         cwd=project,
-        env=_env(),
+        env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=new_session,
     )
 
 
@@ -84,7 +95,15 @@ def mlflow_run(
 
 
 def copy_project(destination: Path) -> Path:
+    """A copy of the project whose inference images are the suite's own (TEST_IMAGE_REPO),
+    so that no test replaces or removes an image a user built."""
     shutil.copytree(ROOT, destination, ignore=COPY_IGNORE)
+    serve_config = destination / "configs" / "serve" / "default.yaml"
+    original = serve_config.read_text()
+    serve_config.write_text(
+        original.replace("image_repo: cifar-classifier\n", f"image_repo: {TEST_IMAGE_REPO}\n")
+    )
+    assert serve_config.read_text() != original
     return destination
 
 
@@ -138,7 +157,7 @@ def leftover_containers() -> list[str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     copy = copy_project(tmp_path_factory.mktemp("e2e") / "project")
     yield copy
-    built = [t for i in docker.from_env().images.list("cifar-classifier") for t in i.tags]
+    built = [t for i in docker.from_env().images.list(TEST_IMAGE_REPO) for t in i.tags]
     for tag in built:
         docker.from_env().images.remove(tag, force=True)
 
@@ -443,6 +462,125 @@ def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
     assert [steps[s]["action"] for s in ("build", "systemtest")] == ["ran", "ran"]
 
 
+def pipeline_containers(pipeline_run_id: str) -> list[str]:
+    """The step containers (running or not) of one pipeline run, by their label."""
+    label = f"{orphans.PIPELINE_RUN_LABEL}={pipeline_run_id}"
+    return [c.name for c in docker.from_env().containers.list(all=True, filters={"label": label})]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until `condition()` held."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def test_ctrl_c_during_training_kills_every_run_and_resume_continues_it(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    since_ms = int(time.time() * 1000)
+    pipeline = start_pipeline(project, "source=digits", "epochs=5", new_session=True)
+    try:
+        train = wait_for_checkpoint(local_store, since_ms)
+        parent_id = train.data.tags["mlflow.parentRunId"]
+        assert pipeline_containers(parent_id)
+        signalled = time.monotonic()
+        os.killpg(pipeline.pid, signal.SIGINT)  # what a terminal sends its foreground job on Ctrl-C
+        output, _ = pipeline.communicate(timeout=120)
+        gone = wait_until(lambda: not pipeline_containers(parent_id), 60, "the train container is gone")
+        sys.stdout.write(f"Ctrl-C to the last container gone: {time.monotonic() - signalled:.1f} s\n")
+    finally:
+        pipeline.kill()
+    assert gone < 60
+    assert pipeline.returncode != 0
+    assert "stopping step train" in output
+    time.sleep(3)  # nothing that outlived the signal overwrites the statuses
+    parent = local_store.get_run(parent_id)
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["pipeline.error"] == "cancelled by SIGINT"
+    killed_train = local_store.get_run(train.info.run_id)
+    assert killed_train.info.status == "KILLED"
+    assert leftover_containers() == []
+
+    result = mlflow_run(project, f"resume={parent_id}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
+    assert steps["train"]["reasons"] == [
+        f"not cacheable: continues the interrupted train run {train.info.run_id}"
+    ]
+    continued = local_store.get_run(steps["train"]["run_id"])
+    assert continued.info.status == "FINISHED"
+    assert int(continued.data.tags["train.resumed_after_epoch"]) >= 1
+
+
+def test_sigterm_to_mlflow_run_alone_stops_the_pipeline_and_its_container(
+    project: Path, first_run: Run, local_store: MlflowClient
+) -> None:
+    """What `kill`, a CI cancel or systemd send, to the `mlflow run` process only."""
+    since_ms = int(time.time() * 1000)
+    pipeline = start_pipeline(project, "source=digits", "epochs=6")
+    try:
+        train = wait_for_checkpoint(local_store, since_ms)
+        parent_id = train.data.tags["mlflow.parentRunId"]
+        signalled = time.monotonic()
+        pipeline.send_signal(signal.SIGTERM)
+        pipeline.communicate(timeout=60)
+        wait_until(lambda: not pipeline_containers(parent_id), 60, "the train container is gone")
+        wait_until(
+            lambda: local_store.get_run(parent_id).info.status != "RUNNING", 60, "the pipeline run has ended"
+        )
+        sys.stdout.write(f"SIGTERM to the last container gone: {time.monotonic() - signalled:.1f} s\n")
+    finally:
+        pipeline.kill()
+    parent = local_store.get_run(parent_id)
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["pipeline.error"] == "cancelled by SIGTERM"
+    assert local_store.get_run(train.info.run_id).info.status == "KILLED"
+    assert leftover_containers() == []
+
+
+def test_a_killed_orchestrators_container_is_ended_by_the_next_pipeline(
+    project: Path, first_run: Run, local_store: MlflowClient
+) -> None:
+    since_ms = int(time.time() * 1000)
+    pipeline = start_pipeline(project, "source=digits", "epochs=7")
+    try:
+        train = wait_for_checkpoint(local_store, since_ms)
+        [name] = pipeline_containers(train.data.tags["mlflow.parentRunId"])
+        owner = orphans.Owner.parse(docker.from_env().containers.get(name).labels[orphans.OWNER_LABEL])
+        assert owner is not None
+        os.kill(owner.pid, signal.SIGKILL)  # the orchestrator dies without a word
+        pipeline.communicate(timeout=60)
+    finally:
+        pipeline.kill()
+    assert docker.from_env().containers.get(name).status == "running"  # orphaned, training on
+
+    result = mlflow_run(project, "source=digits", "epochs=3")  # anything: all reused here
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"ending container {name} (step train" in result.stdout + result.stderr
+    assert pipeline_containers(train.data.tags["mlflow.parentRunId"]) == []
+    ended = local_store.get_run(train.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert f"pid {owner.pid}" in ended.data.tags[orphans.KILLED_REASON_TAG]
+
+
+def test_two_pipelines_started_together_in_one_checkout_both_finish(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    running = [start_pipeline(project, "source=digits", "epochs=3", "rerun=systemtest") for _ in range(2)]
+    outputs = [process.communicate(timeout=900)[0] for process in running]
+    for process, output in zip(running, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    parents = pipeline_runs(local_store)[:2]
+    assert all(parent.info.status == "FINISHED" for parent in parents)
+    systemtests = {children(local_store, parent)["systemtest"].info.run_id for parent in parents}
+    assert len(systemtests) == 2  # each ran its own
+    assert leftover_containers() == []
+
+
 def test_two_point_sweep_shares_one_fetch_run(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
@@ -488,9 +626,9 @@ def test_resume_from_model_runs_only_build_and_systemtest_and_pushes(
     # the registry holds the image under the build's tag, with the digest the run recorded
     pushed = build.data.tags["image.pushed"]
     version = build.data.tags["image.tag"].split(":", 1)[1]
-    assert pushed.startswith(f"{registry}/cifar-classifier:{version}@sha256:")
+    assert pushed.startswith(f"{registry}/{TEST_IMAGE_REPO}:{version}@sha256:")
     manifest = requests.head(
-        f"http://{registry}/v2/cifar-classifier/manifests/{version}",
+        f"http://{registry}/v2/{TEST_IMAGE_REPO}/manifests/{version}",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
         timeout=10,
     )
@@ -506,7 +644,7 @@ def test_a_failed_push_fails_the_build_and_leaves_no_image(
     images_before = {i.id for i in docker.from_env().images.list()}
     result = mlflow_run(project, "source=digits", f"model_run_id={train_id}", "registry=127.0.0.1:1")
     assert result.returncode != 0
-    assert "pushing 127.0.0.1:1/cifar-classifier:" in result.stdout + result.stderr
+    assert f"pushing 127.0.0.1:1/{TEST_IMAGE_REPO}:" in result.stdout + result.stderr
     failed = pipeline_runs(local_store)[0]
     assert failed.info.status == "FAILED"
     steps = children(local_store, failed)
@@ -554,45 +692,69 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_remote_tracking_server(project: Path, tmp_path: Path) -> None:
-    """With MLFLOW_TRACKING_URI=http://..., artifacts travel through the server only; the data
-    comes from a CIFAR-10 mirror over HTTP, with its own checksum."""
-    port = _free_port()
+def start_tracking_server(port: int, store: Path) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--backend-store-uri", f"sqlite:///{store / 'server.db'}",
+         "--artifacts-destination", str(store / "artifacts")],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    wait_until(healthy, 120, f"the tracking server on port {port} answers")
+    return server
+
+
+def stop_tracking_server(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+    server.wait(timeout=30)
+
+
+def test_remote_tracking_server_restarted_mid_training(project: Path, tmp_path: Path) -> None:
+    """With MLFLOW_TRACKING_URI=http://..., artifacts travel through the server only; the data
+    comes from a CIFAR-10 mirror over HTTP, with its own checksum. The server goes down for
+    10 s while the model trains: the clients retry, and nothing is lost."""
+    port = _free_port()
     uri = f"http://127.0.0.1:{port}"
+    server = start_tracking_server(port, tmp_path)
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_tarball(tarball, count=300)
+    epochs = 4
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{uri}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(1)
-        tarball = tmp_path / "cifar-10-python.tar.gz"
-        write_cifar_tarball(tarball, count=300)
         with serve(FileServer(files={"/mirror/cifar.tgz": tarball.read_bytes()})) as mirror:
-            result = mlflow_run(
+            pipeline = start_pipeline(
                 project, "source=cifar10", f"data_url={mirror.url('/mirror/cifar.tgz')}",
-                f"data_checksum={md5_spec(tarball)}", "epochs=1", MLFLOW_TRACKING_URI=uri,
+                f"data_checksum={md5_spec(tarball)}", f"epochs={epochs}", MLFLOW_TRACKING_URI=uri,
             )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
+            try:
+                train = wait_for_checkpoint(MlflowClient(uri), 0)
+                stop_tracking_server(server)
+                time.sleep(10)
+                server = start_tracking_server(port, tmp_path)
+                output, _ = pipeline.communicate(timeout=900)
+            finally:
+                pipeline.kill()
+        assert pipeline.returncode == 0, output[-3000:]
         client = MlflowClient(uri)
         parent = pipeline_runs(client)[0]
+        assert parent.info.status == "FINISHED"
         steps = children(client, parent)
         assert set(steps) == set(STEPS)
         assert all(run.info.status == "FINISHED" for run in steps.values())
+        assert steps["train"].info.run_id == train.info.run_id
+        history = client.get_metric_history(train.info.run_id, "test_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
         assert steps["train"].info.artifact_uri.startswith("mlflow-artifacts:")
         assert not (project / "mlruns" / "0" / steps["train"].info.run_id).exists()
         assert steps["fetch"].data.params["num_train"] == "300"
         assert steps["fetch"].data.tags["data.input_digest"] == md5_spec(tarball)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_tracking_server(server)
 
 
 def write_pets(root: Path, empty_class: str = "") -> Path:
