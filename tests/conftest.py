@@ -59,7 +59,13 @@ def engine_state() -> tuple[dict[str, str], set[str]] | None:
     try:
         engine = docker.from_env()
         tags = {tag: image.id for image in engine.images.list() for tag in image.tags}
-        containers = {container.id for container in engine.containers.list(all=True)}
+        # A pipeline's own step and serving containers end by themselves (a demo running
+        # beside the suite): only other containers must be left as they were.
+        containers = {
+            container.id
+            for container in engine.containers.list(all=True)
+            if not any(label.startswith("cifar-pipeline") for label in container.labels)
+        }
     except DockerException:
         return None
     return tags, containers

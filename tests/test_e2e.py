@@ -30,7 +30,7 @@ from PIL import Image
 from cifar_pipeline.code_trace import file_sha256
 from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
-from cifar_pipeline.orchestrator.pipeline import STEP_IMAGE_TAG
+from cifar_pipeline.orchestrator.step_container import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
 from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, FETCH, STEP_TAG, STEPS, require_step_run
 from tests.conftest import md5_spec, write_cifar_tarball

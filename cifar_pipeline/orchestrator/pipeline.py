@@ -12,24 +12,17 @@ IDs, the Docker engine, the GPU request.
 
 from __future__ import annotations
 
-import json
 import logging
-import signal
-import tempfile
-import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
 import requests
-import yaml
 from docker.errors import NotFound
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
-from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -43,7 +36,7 @@ from cifar_pipeline.orchestrator.caching import (
     StepCache,
     parse_rerun,
 )
-from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
+from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu
 from cifar_pipeline.orchestrator.images import StepImages
 from cifar_pipeline.orchestrator.planning import (
     RESUME_INPUT_STEP,
@@ -58,6 +51,7 @@ from cifar_pipeline.orchestrator.planning import (
     validate_resume,
 )
 from cifar_pipeline.orchestrator.requirements import RequirementsError
+from cifar_pipeline.orchestrator.step_container import StepContainers, StepResult
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.tracking import (
     FETCH,
@@ -74,36 +68,8 @@ from cifar_pipeline.tracking import (
 
 log = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-STEPS_DIR = PROJECT_DIR / "steps"
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
-STEP_IMAGE_TAG = "pipeline.step_image"  # on each step run: the exact image it ran
-GIT_SOURCE_TAGS = ("mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.source.git.repoURL")
-
-
-@dataclass
-class StepResult:
-    step: str
-    run_id: str  # the run whose output the pipeline used
-    status: str  # FINISHED, FAILED, ... or REUSED for a resumed-from run
-    seconds: float
-    action: str = "ran"  # ran | reused (cache hit) | given (a resume run ID)
-    reasons: list[str] = field(default_factory=list)
-
-
-def pinned_project(step: str, image: str, work: Path) -> Path:
-    """A copy of steps/<step>/MLproject whose docker_env names `image` (an immutable tag).
-
-    MLflow takes a project's image only from its MLproject; the file in the repository
-    names `:latest` for running a step alone. The pipeline runs the exact image it built.
-    """
-    spec = yaml.safe_load((STEPS_DIR / step / "MLproject").read_text())
-    spec["docker_env"]["image"] = image
-    project = work / step
-    project.mkdir(parents=True, exist_ok=True)
-    (project / "MLproject").write_text(yaml.safe_dump(spec, sort_keys=False))
-    return project
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -130,15 +96,6 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None:
-    location = client.get_experiment(experiment_id).artifact_location
-    parsed = urlparse(location)
-    if parsed.scheme not in ("", "file"):
-        return None
-    # Experiments live under one root by default (mlruns/<experiment id>).
-    return Path(parsed.path).parent
-
-
 def stop_grace_seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
         raise PipelineError(f"docker.stop_grace_seconds={value!r}: expected seconds, from 0 to 3600")
@@ -159,17 +116,13 @@ class Pipeline:
         self.cfg = cfg
         self.client = MlflowClient()
         self.results: list[StepResult] = []
-        self.stop_grace = 30.0  # docker.stop_grace_seconds, checked in run()
-        self.running_container = ""  # the step container running now, if any
+        self.containers = StepContainers(self.client, stop_grace=30.0)
 
     def hurry(self, signum: int) -> None:
-        """A second Ctrl-C while cancelling: kill the step container now, no grace."""
-        if signum == signal.SIGINT and self.running_container:
-            log.warning("killing %s now", self.running_container)
-            docker_utils.remove_container(docker_utils.connect(), self.running_container)
+        self.containers.hurry(signum)
 
     def end_orphans(self, docker: Any, experiment_id: str) -> None:
-        ended = orphans.end_orphaned_containers(docker, self.stop_grace)
+        ended = orphans.end_orphaned_containers(docker, self.containers.stop_grace)
         ended += orphans.end_orphaned_pipeline_runs(self.client, experiment_id)
         if ended:
             log.warning("ended what dead orchestrators left running: %s", ", ".join(ended))
@@ -197,7 +150,7 @@ class Pipeline:
             raise PipelineError(str(exc)) from exc
         if not isinstance(self.cfg.cache.enabled, bool):
             raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
-        self.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
+        self.containers.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
@@ -230,7 +183,12 @@ class Pipeline:
             if decision.reuse:
                 result = self._record_reuse(step, decision.reuse.info.run_id, decision.reasons)
             else:
-                result = self._run_step(step, images.image(step), params, wants_gpu, mounts)
+                try:
+                    result = self.containers.run(step, images.image(step), params, wants_gpu, mounts)
+                except Cancelled:
+                    if self.containers.killed is not None:
+                        self.results.append(self.containers.killed)
+                    raise
                 result.reasons = decision.reasons
                 if result.status == FINISHED and decision.key is not None:
                     cache.record(result.run_id, decision.key)
@@ -285,83 +243,6 @@ class Pipeline:
         )
         self.client.set_terminated(record.info.run_id, FINISHED)
         return StepResult(step, reused, FINISHED, 0.0, "reused", reasons)
-
-    def _run_step(
-        self, step: str, image: str, params: dict[str, Any], gpus: bool, mounts: list[Path]
-    ) -> StepResult:
-        parent = mlflow.active_run()
-        assert parent is not None
-        experiment_id = parent.info.experiment_id
-        tracking_uri = mlflow.get_tracking_uri()
-        args = step_docker_args(
-            step, tracking_uri, local_artifact_root(experiment_id, self.client), gpus, mounts
-        )
-        container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
-        args["name"] = container
-        log.info("=== step %s in %s: %s", step, image, json.dumps(params))
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"{step}-container-") as work:
-            labels = orphans.container_labels(step, parent.info.run_id, tracking_uri)
-            args["label-file"] = str(orphans.write_label_file(labels, Path(work) / "labels"))
-            recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
-            submitted = mlflow.projects.run(
-                uri=str(pinned_project(step, image, Path(work))),
-                entry_point="main",
-                parameters=params,
-                experiment_id=experiment_id,
-                docker_args=args,
-                env_manager="local",
-                synchronous=False,
-                build_image=False,
-            )
-            self.running_container = container
-            try:
-                self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
-                self._record_source(submitted.run_id, step, parent.info.run_id)
-                self._wait(submitted, step, container)
-            finally:
-                self.running_container = ""
-                # MLflow runs containers with --rm, but a cancelled `docker run` client
-                # leaves its container running: remove it, whatever happened.
-                docker_utils.remove_container(docker_utils.connect(), container)
-                self._fail_if_still_running(submitted.run_id)
-                # The container's whole output, also when it was killed before the step
-                # could attach its own log.
-                if (recorded := recorder.stop()) is not None:
-                    self.client.log_artifact(submitted.run_id, str(recorded), "logs")
-        status = self.client.get_run(submitted.run_id).info.status
-        return StepResult(step, submitted.run_id, status, time.monotonic() - started)
-
-    def _wait(self, submitted: SubmittedRun, step: str, container: str) -> None:
-        """Wait for the step. Cancelled: stop its container, then mark its run KILLED."""
-        try:
-            submitted.wait()
-        except Cancelled as exc:
-            # SIGTERM to the step, SIGKILL after the grace period: a train step ends its
-            # run KILLED, with its last epoch's checkpoint logged, for `resume`.
-            log.warning("%s: stopping step %s (%.0f s to finish)", exc, step, self.stop_grace)
-            docker_utils.stop_container(docker_utils.connect(), container, self.stop_grace)
-            submitted.cancel()
-            # The step's process is gone: nothing can overwrite this status any more.
-            self.client.set_tag(submitted.run_id, orphans.KILLED_REASON_TAG, str(exc))
-            self.client.set_terminated(submitted.run_id, KILLED)
-            raise
-        except BaseException:
-            submitted.cancel()
-            raise
-
-    def _record_source(self, run_id: str, step: str, parent_run_id: str) -> None:
-        """The step run's source is the step's project in this checkout (with the checkout's
-        git commit, as the pipeline run has it), not the pinned copy MLflow was given."""
-        self.client.set_tag(run_id, "mlflow.source.name", str(STEPS_DIR / step))
-        parent_tags = self.client.get_run(parent_run_id).data.tags
-        for tag in GIT_SOURCE_TAGS:
-            if tag in parent_tags:
-                self.client.set_tag(run_id, tag, parent_tags[tag])
-
-    def _fail_if_still_running(self, run_id: str) -> None:
-        if self.client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
-            self.client.set_terminated(run_id, FAILED)
 
 
 def summary_table(results: list[StepResult]) -> str:

@@ -1,0 +1,171 @@
+"""One step run in its container, as an MLflow project, watched until it ends.
+
+Whatever ends the wait, no container is left and no run stays RUNNING: the step run is
+FAILED if the container died, KILLED (after `docker stop` with a grace period) if the
+pipeline was cancelled. The container carries labels naming this orchestrator process,
+so that a later pipeline can end it should this process die first (orphans.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+import yaml
+from mlflow.entities import RunStatus
+from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.tracking import MlflowClient
+
+from cifar_pipeline import docker_utils
+from cifar_pipeline.cancellation import Cancelled
+from cifar_pipeline.orchestrator import orphans
+from cifar_pipeline.orchestrator.containers import step_docker_args
+from cifar_pipeline.tracking import KILLED
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+STEPS_DIR = PROJECT_DIR / "steps"
+FAILED = RunStatus.to_string(RunStatus.FAILED)
+RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+STEP_IMAGE_TAG = "pipeline.step_image"  # on each step run: the exact image it ran
+GIT_SOURCE_TAGS = ("mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.source.git.repoURL")
+
+
+@dataclass
+class StepResult:
+    step: str
+    run_id: str  # the run whose output the pipeline used
+    status: str  # FINISHED, FAILED, KILLED, ... or REUSED for a resumed-from run
+    seconds: float
+    action: str = "ran"  # ran | reused (cache hit) | given (a resume run ID)
+    reasons: list[str] = field(default_factory=list)
+
+
+def pinned_project(step: str, image: str, work: Path) -> Path:
+    """A copy of steps/<step>/MLproject whose docker_env names `image` (an immutable tag).
+
+    MLflow takes a project's image only from its MLproject; the file in the repository
+    names `:latest` for running a step alone. The pipeline runs the exact image it built.
+    """
+    spec = yaml.safe_load((STEPS_DIR / step / "MLproject").read_text())
+    spec["docker_env"]["image"] = image
+    project = work / step
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "MLproject").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return project
+
+
+def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None:
+    location = client.get_experiment(experiment_id).artifact_location
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return None
+    # Experiments live under one root by default (mlruns/<experiment id>).
+    return Path(parsed.path).parent
+
+
+class StepContainers:
+    """Runs steps as child runs of the active run; knows the one running now."""
+
+    def __init__(self, client: MlflowClient, stop_grace: float) -> None:
+        self.client = client
+        self.stop_grace = stop_grace
+        self.running = ""  # the name of the step container running now, if any
+        self.killed: StepResult | None = None  # the step a cancellation stopped
+
+    def hurry(self, signum: int) -> None:
+        """A second Ctrl-C while cancelling: kill the step container now, no grace."""
+        if signum == signal.SIGINT and self.running:
+            log.warning("killing %s now", self.running)
+            docker_utils.remove_container(docker_utils.connect(), self.running)
+
+    def run(
+        self, step: str, image: str, params: dict[str, Any], gpus: bool, mounts: list[Path]
+    ) -> StepResult:
+        parent = mlflow.active_run()
+        assert parent is not None
+        experiment_id = parent.info.experiment_id
+        tracking_uri = mlflow.get_tracking_uri()
+        args = step_docker_args(
+            step, tracking_uri, local_artifact_root(experiment_id, self.client), gpus, mounts
+        )
+        container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
+        args["name"] = container
+        log.info("=== step %s in %s: %s", step, image, json.dumps(params))
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"{step}-container-") as work:
+            labels = orphans.container_labels(step, parent.info.run_id, tracking_uri)
+            args["label-file"] = str(orphans.write_label_file(labels, Path(work) / "labels"))
+            recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
+            submitted = mlflow.projects.run(
+                uri=str(pinned_project(step, image, Path(work))),
+                entry_point="main",
+                parameters=params,
+                experiment_id=experiment_id,
+                docker_args=args,
+                env_manager="local",
+                synchronous=False,
+                build_image=False,
+            )
+            self.running = container
+            try:
+                self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
+                self._record_source(submitted.run_id, step, parent.info.run_id)
+                self._wait(submitted, step, container)
+            finally:
+                self.running = ""
+                # MLflow runs containers with --rm, but a cancelled `docker run` client
+                # leaves its container running: remove it, whatever happened.
+                docker_utils.remove_container(docker_utils.connect(), container)
+                self._fail_if_still_running(submitted.run_id)
+                # The container's whole output, also when it was killed before the step
+                # could attach its own log.
+                if (recorded := recorder.stop()) is not None:
+                    self.client.log_artifact(submitted.run_id, str(recorded), "logs")
+        status = self.client.get_run(submitted.run_id).info.status
+        return StepResult(step, submitted.run_id, status, time.monotonic() - started)
+
+    def _wait(self, submitted: SubmittedRun, step: str, container: str) -> None:
+        """Wait for the step. Cancelled: stop its container, then mark its run KILLED."""
+        started = time.monotonic()
+        try:
+            submitted.wait()
+        except Cancelled as exc:
+            # SIGTERM to the step, SIGKILL after the grace period: a train step ends its
+            # run KILLED, with its last epoch's checkpoint logged, for `resume`.
+            log.warning("%s: stopping step %s (%.0f s to finish)", exc, step, self.stop_grace)
+            docker_utils.stop_container(docker_utils.connect(), container, self.stop_grace)
+            submitted.cancel()
+            # The step's process is gone: nothing can overwrite this status any more.
+            self.client.set_tag(submitted.run_id, orphans.KILLED_REASON_TAG, str(exc))
+            self.client.set_terminated(submitted.run_id, KILLED)
+            self.killed = StepResult(
+                step, submitted.run_id, KILLED, time.monotonic() - started, reasons=[str(exc)]
+            )
+            raise
+        except BaseException:
+            submitted.cancel()
+            raise
+
+    def _record_source(self, run_id: str, step: str, parent_run_id: str) -> None:
+        """The step run's source is the step's project in this checkout (with the checkout's
+        git commit, as the pipeline run has it), not the pinned copy MLflow was given."""
+        self.client.set_tag(run_id, "mlflow.source.name", str(STEPS_DIR / step))
+        parent_tags = self.client.get_run(parent_run_id).data.tags
+        for tag in GIT_SOURCE_TAGS:
+            if tag in parent_tags:
+                self.client.set_tag(run_id, tag, parent_tags[tag])
+
+    def _fail_if_still_running(self, run_id: str) -> None:
+        if self.client.get_run(run_id).info.status == RUNNING:
+            self.client.set_terminated(run_id, FAILED)
