@@ -601,6 +601,26 @@ def test_two_point_sweep_shares_one_fetch_run(
     assert all(f"FINISHED  {p.info.run_id}  {p.data.tags[POINT_TAG]}" in listing for p in points)
 
 
+def test_a_parallel_sweep_runs_its_points_at_once(
+    project: Path, first_run: Run, local_store: MlflowClient
+) -> None:
+    result = mlflow_run(
+        project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.03,0.04 sweep.parallel=2"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [sweep] = local_store.search_runs(
+        ["0"],
+        f"tags.`{STEP_TAG}` = 'sweep' and params.`sweep.keys` = 'optim.lr'",
+        order_by=["start_time DESC"],
+    )[:1]
+    assert sweep.info.status == "FINISHED"
+    points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.03", "optim.lr=0.04"]
+    assert all(p.info.status == "FINISHED" for p in points)
+    first, second = sorted(points, key=lambda p: p.info.start_time)
+    assert second.info.start_time < first.info.end_time  # the two ran at the same time
+
+
 @pytest.fixture(scope="module")
 def registry() -> str:
     """A registry on 127.0.0.1 (`make test` starts one: scripts/ensure_local_registry.sh)."""

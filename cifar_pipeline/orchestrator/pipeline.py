@@ -271,10 +271,13 @@ class Outcome:
         return self.exit_code > 128  # 128 + the signal's number
 
 
-def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> Outcome:
+def run_pipeline(
+    cfg: DictConfig, point_tags: dict[str, str] | None = None, parent_run_id: str = ""
+) -> Outcome:
     """Run the pipeline in the current (or a new) parent run; return its exit code and run ID.
 
-    With `point_tags` (a sweep point) the pipeline run is nested under the active sweep run.
+    With `point_tags` (a sweep point) the pipeline run is nested under the sweep run: the
+    active run, or `parent_run_id` for a point run in a process of its own.
     SIGINT or SIGTERM cancels it: the running step's container is stopped, and the step
     run and the pipeline run end KILLED (exit code 128 + the signal's number).
     """
@@ -292,7 +295,7 @@ def run_pipeline(cfg: DictConfig, point_tags: dict[str, str] | None = None) -> O
 
     with cancellable(on_repeat=hurry):
         # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
-        parent = mlflow.start_run(nested=point_tags is not None)
+        parent = mlflow.start_run(nested=point_tags is not None, parent_run_id=parent_run_id or None)
         try:
             return _run_in(parent.info.run_id, cfg, point_tags or {}, built)
         except Cancelled as exc:  # while the run was being set up or closed
