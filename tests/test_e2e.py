@@ -586,7 +586,7 @@ def test_two_point_sweep_shares_one_fetch_run(
 ) -> None:
     result = mlflow_run(project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.02,0.05")
     assert result.returncode == 0, result.stderr[-3000:]
-    [sweep] = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'")
+    sweep = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"])[0]
     assert sweep.info.status == "FINISHED"
     assert sweep.data.params["sweep.keys"] == "optim.lr"
     points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
@@ -608,11 +608,7 @@ def test_a_parallel_sweep_runs_its_points_at_once(
         project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.03,0.04 sweep.parallel=2"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    [sweep] = local_store.search_runs(
-        ["0"],
-        f"tags.`{STEP_TAG}` = 'sweep' and params.`sweep.keys` = 'optim.lr'",
-        order_by=["start_time DESC"],
-    )[:1]
+    sweep = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"])[0]
     assert sweep.info.status == "FINISHED"
     points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
     assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.03", "optim.lr=0.04"]
