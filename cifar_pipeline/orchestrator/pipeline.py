@@ -51,6 +51,7 @@ from cifar_pipeline.orchestrator.planning import (
     validate_resume,
 )
 from cifar_pipeline.orchestrator.requirements import RequirementsError
+from cifar_pipeline.orchestrator.status_guard import guard_killed_run
 from cifar_pipeline.orchestrator.step_container import StepContainers, StepResult
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.tracking import (
@@ -297,12 +298,15 @@ def run_pipeline(
         # Under `mlflow run .` this is the main entry point's run; in a sweep, a run of its own.
         parent = mlflow.start_run(nested=point_tags is not None, parent_run_id=parent_run_id or None)
         try:
-            return _run_in(parent.info.run_id, cfg, point_tags or {}, built)
+            outcome = _run_in(parent.info.run_id, cfg, point_tags or {}, built)
         except Cancelled as exc:  # while the run was being set up or closed
             if (active := mlflow.active_run()) and active.info.run_id == parent.info.run_id:
                 mlflow.set_tag("pipeline.error", str(exc))
                 mlflow.end_run(KILLED)
-            return Outcome(exc.exit_code, parent.info.run_id)
+            outcome = Outcome(exc.exit_code, parent.info.run_id)
+    if outcome.cancelled:
+        guard_killed_run(outcome.run_id)
+    return outcome
 
 
 def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: list[Pipeline]) -> Outcome:

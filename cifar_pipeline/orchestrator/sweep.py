@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_pipeline.cancellation import Cancelled, cancellable
+from cifar_pipeline.orchestrator.status_guard import guard_killed_run
 from cifar_pipeline.tracking import PIPELINE_NAME, PIPELINE_TAG, STEP_TAG
 
 log = logging.getLogger(__name__)
@@ -166,4 +167,6 @@ def finish() -> int:
     cancelled = [code for code in [_current.cancelled, *codes] if code > 128]
     exit_code = cancelled[0] if cancelled else 1 if failed else 0
     mlflow.end_run(point_status(exit_code))
+    if exit_code > 128:
+        guard_killed_run(_current.run_id)
     return exit_code

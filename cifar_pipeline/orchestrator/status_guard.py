@@ -1,0 +1,75 @@
+"""Keep a cancelled `mlflow run` entry run KILLED after MLflow's CLI has exited.
+
+MLflow's CLI (3.17), interrupted by Ctrl-C, waits for the entry point to exit and then
+marks its run FAILED "unless it already ended"; but that check compares the status name
+with MLflow's numeric statuses (`RunStatus.is_terminated("KILLED")` is False), so it
+overwrites the KILLED that the pipeline set. The pipeline cannot outlive the CLI's wait,
+so a small detached process waits for the CLI to exit, then puts KILLED back with the
+original end time, and exits (within a second of the CLI).
+
+    python -m cifar_pipeline.orchestrator.status_guard <run id> <CLI pid>
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+KILLED = RunStatus.to_string(RunStatus.KILLED)
+WAIT_LIMIT_SECONDS = 600.0
+
+
+def guard_killed_run(run_id: str) -> None:
+    """Under `mlflow run` (whose entry run `run_id` is): watch for the CLI's overwrite."""
+    if os.environ.get("MLFLOW_RUN_ID") != run_id:
+        return  # not the CLI's entry run: nobody overwrites it
+    subprocess.Popen(
+        [sys.executable, "-m", __name__, run_id, str(os.getppid())],
+        env=os.environ | {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
+        start_new_session=True,  # a second Ctrl-C to the terminal's job does not reach it
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def process_exists(pid: int) -> bool:
+    """Whether `pid` runs (an exited process its parent has not reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: the signal test above is all there is
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def restore_killed(run_id: str, cli_pid: int, client: MlflowClient, poll: float = 0.05) -> bool:
+    """Wait for `cli_pid` to exit, then make the run KILLED again if it was overwritten."""
+    end_time = client.get_run(run_id).info.end_time
+    deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+    while process_exists(cli_pid) and time.monotonic() < deadline:
+        time.sleep(poll)
+    run = client.get_run(run_id)
+    if run.info.status == KILLED:
+        return False
+    client.set_terminated(run_id, KILLED, end_time=end_time)
+    return True
+
+
+if __name__ == "__main__":
+    restore_killed(sys.argv[1], int(sys.argv[2]), MlflowClient())
