@@ -118,7 +118,7 @@ def launch_point(tags: dict[str, str], parallel: int) -> None:
 
 def _wait_for_points(fewer_than: int) -> None:
     """Wait until fewer than `fewer_than` points run. Cancelled meanwhile (SIGINT or
-    SIGTERM): pass the signal on to every running point and wait for them all."""
+    SIGTERM): cancel every running point and wait for them all."""
     assert _current is not None
     try:
         with cancellable():
@@ -129,7 +129,9 @@ def _wait_for_points(fewer_than: int) -> None:
         _current.cancelled = exc.exit_code
         for _, process in _current.running:
             if process.poll() is None:
-                process.send_signal(exc.signum)
+                # SIGTERM, not the signal received: after a terminal's Ctrl-C (which reached
+                # the points too) a second SIGINT would make them skip the grace period
+                process.terminate()
         while _current.running:
             _collect(_current.running.pop(0))
 
