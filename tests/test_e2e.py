@@ -553,7 +553,8 @@ def test_a_killed_orchestrators_container_is_ended_by_the_next_pipeline(
         owner = orphans.Owner.parse(docker.from_env().containers.get(name).labels[orphans.OWNER_LABEL])
         assert owner is not None
         os.kill(owner.pid, signal.SIGKILL)  # the orchestrator dies without a word
-        pipeline.communicate(timeout=60)
+        # `mlflow run` exits; its output stays open as long as the orphaned `docker run` runs
+        pipeline.wait(timeout=60)
     finally:
         pipeline.kill()
     assert docker.from_env().containers.get(name).status == "running"  # orphaned, training on

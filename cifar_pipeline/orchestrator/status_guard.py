@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 WAIT_LIMIT_SECONDS = 600.0
+# The entry run `mlflow run` created for this process, read now: `mlflow.end_run` unsets it.
+CLI_ENTRY_RUN_ID = os.environ.get("MLFLOW_RUN_ID", "")
 
 
 def guard_killed_run(run_id: str) -> None:
-    """Under `mlflow run` (whose entry run `run_id` is): watch for the CLI's overwrite."""
-    if os.environ.get("MLFLOW_RUN_ID") != run_id:
+    """If `run_id` is the entry run of the `mlflow run` that started this process, restore
+    its KILLED status after the CLI has exited (and overwritten it)."""
+    if not run_id or run_id != CLI_ENTRY_RUN_ID:
         return  # not the CLI's entry run: nobody overwrites it
     subprocess.Popen(
         [sys.executable, "-m", __name__, run_id, str(os.getppid())],
