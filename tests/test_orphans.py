@@ -110,3 +110,13 @@ def test_a_running_pipeline_run_of_a_dead_orchestrator_is_killed(mlflow_store: s
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
     assert mlflow.active_run() is None
+
+
+def test_the_launcher_of_a_step_run_is_ended_with_its_process_group(mlflow_store: str) -> None:
+    """MLflow's `mlflow run` watcher of a step: it would mark the run FAILED later."""
+    client = MlflowClient(mlflow_store)
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    launcher = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    client.set_tag(run.info.run_id, orphans.LAUNCHER_TAG, str(Owner.of(launcher.pid)))
+    orphans.end_launcher(client, run.info.run_id)
+    assert launcher.wait(timeout=10) == -9

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ OWNER_LABEL = "cifar-pipeline.orchestrator"  # host/pid/start time of the orches
 PIPELINE_RUN_LABEL = "cifar-pipeline.pipeline-run"
 TRACKING_URI_LABEL = "cifar-pipeline.tracking-uri"
 OWNER_TAG = "pipeline.orchestrator"  # the same on the pipeline run
+# On a step run: the `mlflow run` process that MLflow starts to watch the container (in a
+# session of its own). It outlives a killed orchestrator, and once the container is gone
+# it marks the run FAILED whatever its status, so it is ended first.
+LAUNCHER_TAG = "pipeline.step_launcher"
 KILLED_REASON_TAG = "pipeline.killed"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
 
@@ -58,7 +63,11 @@ class Owner:
 
     @classmethod
     def current(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), process_start_time(os.getpid()))
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> Owner:
+        return cls(socket.gethostname(), pid, process_start_time(pid))
 
     @classmethod
     def parse(cls, label: str) -> Owner | None:
@@ -129,16 +138,34 @@ def end_orphaned_containers(engine: docker.DockerClient, grace: float) -> list[s
         log.warning(
             "ending container %s (step %s of pipeline run %s): %s", container.name, step, pipeline_run, reason
         )
+        uri = container.labels.get(TRACKING_URI_LABEL, "")
+        client = MlflowClient(uri) if uri else None
+        step_run = _container_run_id(container)
+        if client is not None and step_run:
+            end_launcher(client, step_run)
         docker_utils.stop_container(engine, container.id, grace)
         docker_utils.remove_container(engine, container.id)
-        uri = container.labels.get(TRACKING_URI_LABEL, "")
-        if uri:
-            client = MlflowClient(uri)
-            for run_id in (_container_run_id(container), pipeline_run):
+        if client is not None:
+            for run_id in (step_run, pipeline_run):
                 if run_id:
                     kill_run(client, run_id, reason)
         ended.append(container.name)
     return ended
+
+
+def end_launcher(client: MlflowClient, step_run_id: str) -> None:
+    """End the step run's `mlflow run` watcher process (and its `docker run` client)."""
+    try:
+        launcher = Owner.parse(client.get_run(step_run_id).data.tags.get(LAUNCHER_TAG, ""))
+    except MlflowException as exc:
+        log.warning("run %s: %s", step_run_id, exc)
+        return
+    if launcher is None or not launcher.is_local() or not launcher.is_alive():
+        return
+    try:
+        os.killpg(launcher.pid, signal.SIGKILL)  # it leads its own process group (MLflow's setsid)
+    except (ProcessLookupError, PermissionError) as exc:
+        log.warning("cannot end the launcher %s of run %s: %s", launcher, step_run_id, exc)
 
 
 def end_orphaned_pipeline_runs(client: MlflowClient, experiment_id: str) -> list[str]:

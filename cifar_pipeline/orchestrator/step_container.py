@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import mlflow
 import yaml
 from mlflow.entities import RunStatus
-from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.projects.submitted_run import LocalSubmittedRun, SubmittedRun
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import docker_utils
@@ -119,6 +119,9 @@ class StepContainers:
             )
             self.running = container
             try:
+                if isinstance(submitted, LocalSubmittedRun):
+                    launcher = orphans.Owner.of(submitted.command_proc.pid)
+                    self.client.set_tag(submitted.run_id, orphans.LAUNCHER_TAG, str(launcher))
                 self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
                 self._record_source(submitted.run_id, step, parent.info.run_id)
                 self._wait(submitted, step, container)
@@ -145,8 +148,8 @@ class StepContainers:
             # run KILLED, with its last epoch's checkpoint logged, for `resume`.
             log.warning("%s: stopping step %s (%.0f s to finish)", exc, step, self.stop_grace)
             docker_utils.stop_container(docker_utils.connect(), container, self.stop_grace)
-            submitted.cancel()
-            # The step's process is gone: nothing can overwrite this status any more.
+            submitted.cancel()  # MLflow's watcher (`mlflow run` in a session of its own), too
+            # The step's process and its watcher are gone: nothing can overwrite this any more.
             self.client.set_tag(submitted.run_id, orphans.KILLED_REASON_TAG, str(exc))
             self.client.set_terminated(submitted.run_id, KILLED)
             self.killed = StepResult(
