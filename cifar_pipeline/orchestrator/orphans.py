@@ -41,6 +41,7 @@ OWNER_TAG = "pipeline.orchestrator"  # the same on the pipeline run
 LAUNCHER_TAG = "pipeline.step_launcher"
 KILLED_REASON_TAG = "pipeline.killed"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 
 
 def process_start_time(pid: int) -> str:
@@ -114,13 +115,16 @@ def _container_run_id(container: Container) -> str:
     return next((e.split("=", 1)[1] for e in env if e.startswith("MLFLOW_RUN_ID=")), "")
 
 
-def kill_run(client: MlflowClient, run_id: str, reason: str) -> None:
-    """Mark a run KILLED with the reason, unless it already ended."""
+def kill_run(client: MlflowClient, run_id: str, reason: str, ended_by_us: bool = False) -> None:
+    """Mark a RUNNING run KILLED with the reason. `ended_by_us`: a step run whose container
+    we stopped, whatever it or MLflow's watcher wrote meanwhile (not if it FINISHED first)."""
     try:
-        if client.get_run(run_id).info.status != RUNNING:
+        status = client.get_run(run_id).info.status
+        if status == FINISHED or (status != RUNNING and not ended_by_us):
             return
         client.set_tag(run_id, KILLED_REASON_TAG, reason)
-        client.set_terminated(run_id, KILLED)
+        if status != KILLED:
+            client.set_terminated(run_id, KILLED)
     except MlflowException as exc:
         log.warning("run %s: cannot mark it KILLED: %s", run_id, exc)
 
@@ -146,9 +150,10 @@ def end_orphaned_containers(engine: docker.DockerClient, grace: float) -> list[s
         docker_utils.stop_container(engine, container.id, grace)
         docker_utils.remove_container(engine, container.id)
         if client is not None:
-            for run_id in (step_run, pipeline_run):
-                if run_id:
-                    kill_run(client, run_id, reason)
+            if step_run:
+                kill_run(client, step_run, reason, ended_by_us=True)
+            if pipeline_run:
+                kill_run(client, pipeline_run, reason)
         ended.append(container.name)
     return ended
 
