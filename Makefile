@@ -52,11 +52,14 @@ wheelhouse-server: wheelhouse
 	@mkdir -p $(STATE)
 	scripts/ensure_wheelhouse_server.sh $(WHEELHOUSE) $(WHEELHOUSE_PORT) > $(STATE)/wheelhouse-url
 
-# A registry on 127.0.0.1 for the test of the build step's push (-P registry=...).
+# The test suite's own registry on 127.0.0.1 for the build step's push (-P registry=...):
+# its own port and storage in this checkout, apart from any registry of the user's.
 # After the base image: both may apt-get install, and apt takes one lock.
+TEST_REGISTRY ?= 127.0.0.1:5055
 registry: engine | base-image
 	@mkdir -p $(STATE)
-	scripts/ensure_local_registry.sh > $(STATE)/registry
+	LOCAL_REGISTRY=$(TEST_REGISTRY) LOCAL_REGISTRY_STORAGE=$(CURDIR)/$(STATE)/test-registry \
+	  scripts/ensure_local_registry.sh > $(STATE)/registry
 
 # Every step image, tagged cifar-pipeline-<step>:latest, for running a step alone
 # (`mlflow run steps/<step>`). The pipeline builds what it needs by itself.
