@@ -478,13 +478,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic() - started
 
 
+@contextmanager
+def training_pipeline(
+    project: Path, store: MlflowClient, epochs: int, new_session: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], Run]]:
+    """A digits pipeline in the background, handed over once its train run has checkpointed;
+    killed on the way out, whatever the test did to it."""
+    since_ms = int(time.time() * 1000)
+    pipeline = start_pipeline(project, "source=digits", f"epochs={epochs}", new_session=new_session)
+    try:
+        yield pipeline, wait_for_checkpoint(store, since_ms)
+    finally:
+        pipeline.kill()
+
+
 def test_ctrl_c_during_training_kills_every_run_and_resume_continues_it(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    since_ms = int(time.time() * 1000)
-    pipeline = start_pipeline(project, "source=digits", "epochs=5", new_session=True)
-    try:
-        train = wait_for_checkpoint(local_store, since_ms)
+    with training_pipeline(project, local_store, epochs=5, new_session=True) as (pipeline, train):
         parent_id = train.data.tags["mlflow.parentRunId"]
         assert pipeline_containers(parent_id)
         signalled = time.monotonic()
@@ -492,8 +503,6 @@ def test_ctrl_c_during_training_kills_every_run_and_resume_continues_it(
         output, _ = pipeline.communicate(timeout=120)
         gone = wait_until(lambda: not pipeline_containers(parent_id), 60, "the train container is gone")
         sys.stdout.write(f"Ctrl-C to the last container gone: {time.monotonic() - signalled:.1f} s\n")
-    finally:
-        pipeline.kill()
     assert gone < 60
     assert pipeline.returncode != 0
     assert "stopping step train" in output
@@ -520,10 +529,7 @@ def test_sigterm_to_mlflow_run_alone_stops_the_pipeline_and_its_container(
     project: Path, first_run: Run, local_store: MlflowClient
 ) -> None:
     """What `kill`, a CI cancel or systemd send, to the `mlflow run` process only."""
-    since_ms = int(time.time() * 1000)
-    pipeline = start_pipeline(project, "source=digits", "epochs=6")
-    try:
-        train = wait_for_checkpoint(local_store, since_ms)
+    with training_pipeline(project, local_store, epochs=6) as (pipeline, train):
         parent_id = train.data.tags["mlflow.parentRunId"]
         signalled = time.monotonic()
         pipeline.send_signal(signal.SIGTERM)
@@ -533,8 +539,6 @@ def test_sigterm_to_mlflow_run_alone_stops_the_pipeline_and_its_container(
             lambda: local_store.get_run(parent_id).info.status != "RUNNING", 60, "the pipeline run has ended"
         )
         sys.stdout.write(f"SIGTERM to the last container gone: {time.monotonic() - signalled:.1f} s\n")
-    finally:
-        pipeline.kill()
     parent = local_store.get_run(parent_id)
     assert parent.info.status == "KILLED"
     assert parent.data.tags["pipeline.error"] == "cancelled by SIGTERM"
@@ -545,18 +549,13 @@ def test_sigterm_to_mlflow_run_alone_stops_the_pipeline_and_its_container(
 def test_a_killed_orchestrators_container_is_ended_by_the_next_pipeline(
     project: Path, first_run: Run, local_store: MlflowClient
 ) -> None:
-    since_ms = int(time.time() * 1000)
-    pipeline = start_pipeline(project, "source=digits", "epochs=7")
-    try:
-        train = wait_for_checkpoint(local_store, since_ms)
+    with training_pipeline(project, local_store, epochs=7) as (pipeline, train):
         [name] = pipeline_containers(train.data.tags["mlflow.parentRunId"])
         owner = orphans.Owner.parse(docker.from_env().containers.get(name).labels[orphans.OWNER_LABEL])
         assert owner is not None
         os.kill(owner.pid, signal.SIGKILL)  # the orchestrator dies without a word
         # `mlflow run` exits; its output stays open as long as the orphaned `docker run` runs
         pipeline.wait(timeout=60)
-    finally:
-        pipeline.kill()
     assert docker.from_env().containers.get(name).status == "running"  # orphaned, training on
 
     result = mlflow_run(project, "source=digits", "epochs=3")  # anything: all reused here

@@ -7,7 +7,8 @@ import textwrap
 
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.orchestrator.status_guard import process_exists, restore_killed
+from cifar_pipeline.orchestrator.status_guard import restore_killed
+from cifar_pipeline.processes import process_exists
 
 
 def test_the_run_is_killed_again_with_its_end_time_once_the_cli_is_gone(mlflow_store: str) -> None:

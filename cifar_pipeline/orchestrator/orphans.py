@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import docker_utils
+from cifar_pipeline.processes import process_exists, process_start_time
 from cifar_pipeline.tracking import KILLED, STEP_TAG
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,6 @@ LAUNCHER_TAG = "pipeline.step_launcher"
 KILLED_REASON_TAG = "pipeline.killed"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
-
-
-def process_start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), "" where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # the command name (field 2) may hold spaces and parentheses: fields after its last ")"
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 @dataclass(frozen=True)
@@ -86,13 +77,12 @@ class Owner:
 
     def is_alive(self) -> bool:
         """Whether this (local) process still runs: its PID exists with the same start time."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
+        if not process_exists(self.pid):
             return False
-        except PermissionError:
-            pass  # exists, another user's
         return not self.started or process_start_time(self.pid) in (self.started, "")
+
+    def death_reason(self) -> str:
+        return f"its orchestrator (pid {self.pid} on {self.host}) died; ended by a later pipeline"
 
 
 def container_labels(step: str, pipeline_run_id: str, tracking_uri: str) -> dict[str, str]:
@@ -138,7 +128,7 @@ def end_orphaned_containers(engine: docker.DockerClient, grace: float) -> list[s
             continue
         step = container.labels.get(STEP_LABEL, "?")
         pipeline_run = container.labels.get(PIPELINE_RUN_LABEL, "")
-        reason = f"its orchestrator (pid {owner.pid} on {owner.host}) died; ended by a later pipeline"
+        reason = owner.death_reason()
         log.warning(
             "ending container %s (step %s of pipeline run %s): %s", container.name, step, pipeline_run, reason
         )
@@ -183,7 +173,7 @@ def end_orphaned_pipeline_runs(client: MlflowClient, experiment_id: str) -> list
         owner = Owner.parse(run.data.tags.get(OWNER_TAG, ""))
         if owner is None or not owner.is_local() or owner.is_alive():
             continue
-        reason = f"its orchestrator (pid {owner.pid} on {owner.host}) died; ended by a later pipeline"
+        reason = owner.death_reason()
         log.warning("pipeline run %s: %s", run.info.run_id, reason)
         kill_run(client, run.info.run_id, reason)
         ended.append(run.info.run_id)

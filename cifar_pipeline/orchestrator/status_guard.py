@@ -17,15 +17,15 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mlflow
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+
+from cifar_pipeline.processes import process_exists
+from cifar_pipeline.tracking import KILLED
 
 log = logging.getLogger(__name__)
 
-KILLED = RunStatus.to_string(RunStatus.KILLED)
 WAIT_LIMIT_SECONDS = 600.0
 # The entry run `mlflow run` created for this process, read now: `mlflow.end_run` unsets it.
 CLI_ENTRY_RUN_ID = os.environ.get("MLFLOW_RUN_ID", "")
@@ -44,21 +44,6 @@ def guard_killed_run(run_id: str) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def process_exists(pid: int) -> bool:
-    """Whether `pid` runs (an exited process its parent has not reaped yet does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: the signal test above is all there is
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def restore_killed(run_id: str, cli_pid: int, client: MlflowClient, poll: float = 0.05) -> bool:
