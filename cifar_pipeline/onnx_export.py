@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from cifar_pipeline.model import Classifier
@@ -34,16 +33,6 @@ def export_onnx(model: Classifier, path: Path) -> Path:
         verbose=False,
     )
     return path
-
-
-def onnx_logits(path: Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    chunks = [
-        np.asarray(session.run(None, {name: images[i : i + batch_size]})[0])
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from cifar_pipeline.model import Classifier, parameter_count
-from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
+from cifar_pipeline.onnx_export import export_onnx, torch_logits
+from cifar_pipeline.onnx_inference import onnx_logits
 
 
 def test_vgg11_bn_cifar_shape_and_parameter_count() -> None:

@@ -47,7 +47,8 @@ from cifar_pipeline.distributed import (
     world_from_env,
 )
 from cifar_pipeline.model import Classifier, architecture_name, parameter_count
-from cifar_pipeline.onnx_export import export_onnx, onnx_logits, torch_logits
+from cifar_pipeline.onnx_export import export_onnx, torch_logits
+from cifar_pipeline.onnx_inference import onnx_logits
 from cifar_pipeline.tracking import (
     FETCH,
     QUALITY_GATE_TAG,
