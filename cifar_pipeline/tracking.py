@@ -33,8 +33,8 @@ CHECKPOINT = "checkpoints/last.pt"  # a train run's latest checkpoint, replaced 
 CODE_TRACE_ARTIFACT = "step_code.json"
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 
-FETCH, TRAIN, BUILD, SYSTEMTEST = "fetch", "train", "build", "systemtest"
-STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST)
+FETCH, TRAIN, BUILD, SYSTEMTEST, PROMOTE = "fetch", "train", "build", "systemtest", "promote"
+STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST, PROMOTE)
 
 # What a finished run of each step must have logged for the next step to use it.
 REQUIRED_ARTIFACTS: dict[str, tuple[str, ...]] = {
@@ -48,11 +48,22 @@ REQUIRED_ARTIFACTS: dict[str, tuple[str, ...]] = {
     TRAIN: ("onnx/model.onnx", "onnx/metadata.json", "reference/predictions.npz"),
     BUILD: ("image/image.json",),
     SYSTEMTEST: ("systemtest/report.json",),
+    PROMOTE: ("promotion/report.json",),
 }
 
 # Which upstream run ID each step takes (the parameter and tag name).
-UPSTREAM_PARAM = {TRAIN: "data_run_id", BUILD: "model_run_id", SYSTEMTEST: "image_run_id"}
-PRODUCES = {FETCH: "data_run_id", TRAIN: "model_run_id", BUILD: "image_run_id"}
+UPSTREAM_PARAM = {
+    TRAIN: "data_run_id",
+    BUILD: "model_run_id",
+    SYSTEMTEST: "image_run_id",
+    PROMOTE: "systemtest_run_id",
+}
+PRODUCES = {
+    FETCH: "data_run_id",
+    TRAIN: "model_run_id",
+    BUILD: "image_run_id",
+    SYSTEMTEST: "systemtest_run_id",
+}
 
 
 class UpstreamError(ValueError):
@@ -73,6 +84,8 @@ def require_step_run(run_id: str, step: str, client: MlflowClient | None = None)
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise UpstreamError(f"{label}: no such run in {mlflow.get_tracking_uri()}") from exc
+    if run.info.lifecycle_stage == "deleted":
+        raise UpstreamError(f"{label}: the run is deleted (mlflow runs restore --run-id {run_id})")
     actual_step = run.data.tags.get(STEP_TAG)
     if actual_step != step:
         raise UpstreamError(f"{label}: is a run of step {actual_step or '(none)'!r}, expected a {step!r} run")
