@@ -100,3 +100,17 @@ FROM systemtest-env AS systemtest
 COPY cifar_pipeline/ cifar_pipeline/
 COPY steps/__init__.py steps/
 COPY steps/systemtest/ steps/systemtest/
+
+FROM common AS promote-env
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_TRUSTED_HOST
+ARG PROMOTE_REQUIREMENTS
+RUN test -n "$PROMOTE_REQUIREMENTS" || { echo "PROMOTE_REQUIREMENTS is empty: build with make images" >&2; exit 1; } \
+ && pip install --no-cache-dir --disable-pip-version-check $PROMOTE_REQUIREMENTS
+
+FROM promote-env AS promote
+COPY cifar_pipeline/ cifar_pipeline/
+COPY steps/__init__.py steps/
+COPY steps/promote/ steps/promote/

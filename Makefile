@@ -44,7 +44,7 @@ base-image: engine
 # host's pip: this also works where containers cannot reach a package index.
 wheelhouse: $(WHEELHOUSE)/.complete
 $(WHEELHOUSE)/.complete: requirements/*.txt | venv
-	$(VENV)/bin/pip download --quiet -d $(WHEELHOUSE) $(foreach r,fetch train build systemtest serve,-r requirements/$(r).txt)
+	$(VENV)/bin/pip download --quiet -d $(WHEELHOUSE) $(foreach r,fetch train build systemtest promote serve,-r requirements/$(r).txt)
 	touch $@
 
 # One long-lived server for the wheelhouse, shared by every pipeline and image build.

@@ -196,6 +196,54 @@ def test_a_build_whose_image_was_removed_is_not_reused(mlflow_store, tmp_path: P
     assert "no longer in the Docker engine" in decision.reasons[0]
 
 
+def test_a_promotion_stands_under_the_champion_it_saw_or_the_one_it_left(
+    mlflow_store, tmp_path: Path, checkout: Path
+) -> None:
+    data_run = finished_run("fetch", tmp_path, {"data.digest": "d1"})
+    lineage = {"data_run_id": data_run}
+    model_run = finished_run("train", tmp_path, {"model.digest": "sha256:m", **_lineage(lineage)})
+    lineage["model_run_id"] = model_run
+    image_run = finished_run("build", tmp_path, {"image.id": "sha256:i", **_lineage(lineage)})
+    lineage["image_run_id"] = image_run
+    systest = finished_run("systemtest", tmp_path, _lineage(lineage))
+    env = Environment("promote", "sha256:promote-env")
+    params = {"systemtest_run_id": systest, "policy": "not_worse", "champion_version": "none"}
+    upstream = {"systemtest_run_id": systest}
+
+    def decide(champion: str, **kwargs):
+        return cache(root=checkout, **kwargs).decide("promote", env, params, upstream, {"champion": champion})
+
+    before = decide("none")
+    assert before.key is not None
+    assert before.key.inputs == {"model": "sha256:m", "data": "d1", "image": "sha256:i", "champion": "none"}
+    MlflowClient().create_registered_model("cifar-classifier")
+    MlflowClient().create_model_version("cifar-classifier", str(tmp_path / "model"), model_run)
+    promote_run = finished_run(
+        "promote",
+        tmp_path,
+        {"registered_model": "cifar-classifier", "registered_version": "1"},
+        root=checkout,
+    )
+    after = StepKey(
+        **{**before.key.__dict__, "inputs": {**before.key.inputs, "champion": "cifar-classifier/1:m"}}
+    )
+    cache().record(promote_run, before.key, after)
+
+    assert decide("none").reuse is not None  # the registry as the decision saw it
+    assert decide("cifar-classifier/1:m").reuse is not None  # as the decision left it
+    moved = decide("cifar-classifier/7:other")
+    assert moved.reuse is None
+    assert "upstream champion changed" in moved.reasons[0]
+    MlflowClient().delete_model_version("cifar-classifier", "1")
+    gone = decide("none")
+    assert gone.reuse is None
+    assert "the version it registered (cifar-classifier 1) is gone" in gone.reasons[0]
+
+
+def _lineage(runs: dict[str, str]) -> dict[str, str]:
+    return {f"pipeline.upstream.{param}": run_id for param, run_id in runs.items()}
+
+
 def test_rerun_names_are_checked() -> None:
     assert parse_rerun("train, build", STEPS) == {"train", "build"}
     assert parse_rerun("", STEPS) == set()

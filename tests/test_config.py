@@ -30,7 +30,8 @@ def test_default_config_composes_to_cifar10() -> None:
 @pytest.mark.parametrize("source", ["cifar10", "digits", "imagefolder"])
 def test_step_parameters_match_each_step_mlproject(source: str, tmp_path: Path) -> None:
     cfg = _compose([f"data={source}", f"data.data_url={tmp_path}" if source == "imagefolder" else "seed=0"])
-    upstream = {"data_run_id": "d", "model_run_id": "m", "image_run_id": "i", "resume_run_id": "r"}
+    upstream = {"data_run_id": "d", "model_run_id": "m", "image_run_id": "i", "systemtest_run_id": "s"}
+    upstream["resume_run_id"] = "r"
     for step in STEPS:
         declared = yaml.safe_load((ROOT / "steps" / step / "MLproject").read_text())
         accepted = set(declared["entry_points"]["main"]["parameters"])

@@ -186,7 +186,7 @@ def first_run(project: Path, local_store: MlflowClient) -> Run:
     return pipeline_runs(local_store)[0]
 
 
-def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store: MlflowClient) -> None:
+def test_full_pipeline_runs_five_steps_in_containers(first_run: Run, local_store: MlflowClient) -> None:
     assert first_run.info.status == "FINISHED"
     steps = children(local_store, first_run)
     assert set(steps) == set(STEPS)
@@ -194,7 +194,7 @@ def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store
         assert run.info.status == "FINISHED", step
         assert run.data.tags.get("mlflow.project.env") == "docker", step
         require_step_run(run.info.run_id, step, local_store)  # artifacts present
-    fetch, train, build, systest = (steps[s] for s in STEPS)
+    fetch, train, build, systest, promote = (steps[s] for s in STEPS)
     # each step ran in its own image, named by content, and recorded it and the code it loaded
     engine = docker.from_env()
     sizes = {}
@@ -209,11 +209,14 @@ def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store
         assert f"steps/{step}/step.py" in loaded, step
     # only train carries torch: every other step image is a small fraction of it
     sys.stdout.write(f"step image sizes (MB): { {s: round(b / 1e6) for s, b in sizes.items()} }\n")
-    assert all(sizes[step] < sizes["train"] / 4 for step in ("fetch", "build", "systemtest")), sizes
+    assert all(sizes[step] < sizes["train"] / 4 for step in ("fetch", "build", "systemtest", "promote")), (
+        sizes
+    )
     # lineage: each step tagged with the run it consumed
     assert train.data.tags["pipeline.upstream.data_run_id"] == fetch.info.run_id
     assert build.data.tags["pipeline.upstream.model_run_id"] == train.info.run_id
     assert systest.data.tags["pipeline.upstream.image_run_id"] == build.info.run_id
+    assert promote.data.tags["pipeline.upstream.systemtest_run_id"] == systest.info.run_id
     # it learned: 10 classes, chance is 0.1
     assert train.data.metrics["final_test_accuracy"] > 0.6
     assert systest.data.metrics["test_accuracy"] == pytest.approx(train.data.metrics["final_test_accuracy"])
@@ -223,11 +226,19 @@ def test_full_pipeline_runs_four_steps_in_containers(first_run: Run, local_store
     assert systest.data.tags["systemtest.passed"] == "true"
     assert systest.data.metrics["c8_requests_per_second"] > 0
     assert systest.data.metrics["c1_latency_p50_ms"] <= systest.data.metrics["c1_latency_p99_ms"]
-    # passed: the model is blessed, registered, and the alias points at it with its image
+    # passed: the model is blessed; the first model has no champion to beat: registered, promoted
     assert local_store.get_run(train.info.run_id).data.tags["model.blessed"] == "true"
     champion = local_store.get_model_version_by_alias("cifar-classifier", "champion")
     assert champion.run_id == train.info.run_id
+    assert champion.source.startswith("models:/m-")  # from the train run's LoggedModel
     assert champion.tags["image"] == build.data.tags["image.tag"]
+    assert champion.tags["promotion.outcome"] == "promoted"
+    assert champion.tags["model.digest"] == train.data.tags["model.digest"]
+    assert champion.tags["data.digest"] == fetch.data.tags["data.digest"]
+    assert promote.data.tags["promotion.outcome"] == "promoted"
+    assert first_run.data.tags["pipeline.promotion"].startswith(
+        f"promoted: cifar-classifier version {champion.version} (promoted): first model"
+    )
     # the image exists, tagged with the model run ID
     tag = build.data.tags["image.tag"]
     assert train.info.run_id in tag
@@ -266,15 +277,58 @@ def test_unchanged_rerun_reuses_every_step_and_starts_no_container(
 def test_changed_parameter_reruns_from_train_and_says_why(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    result = mlflow_run(project, "source=digits", "epochs=4")
+    first = local_store.get_model_version_by_alias("cifar-classifier", "champion")
+    # forced: whichever model is better, this one becomes the champion (and is rolled back below)
+    result = mlflow_run(project, "source=digits", "epochs=4", "overrides=promote.force=true")
     assert result.returncode == 0, result.stderr[-3000:]
-    steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
+    pipeline = pipeline_runs(local_store)[0]
+    steps = summary_steps(local_store, pipeline, tmp_path)
     assert steps["fetch"]["action"] == "reused"
-    assert [steps[s]["action"] for s in ("train", "build", "systemtest")] == ["ran"] * 3
+    assert [steps[s]["action"] for s in ("train", "build", "systemtest", "promote")] == ["ran"] * 4
     train_id = children(local_store, first_run)["train"].info.run_id
     assert steps["train"]["reasons"] == [f"vs run {train_id}: params: epochs 3→4"]
     assert "upstream model changed" in steps["build"]["reasons"][0]
     assert "upstream image changed" in steps["systemtest"]["reasons"][0]
+    assert "params: force false→true" in steps["promote"]["reasons"][0]
+    assert "upstream champion changed" in steps["promote"]["reasons"][0]
+
+    # compared with the champion on the same images, through the ONNX files the images serve
+    report = json.loads(
+        Path(
+            local_store.download_artifacts(steps["promote"]["run_id"], "promotion/report.json", str(tmp_path))
+        ).read_text()
+    )
+    comparison = report["comparison"]
+    systemtests = [children(local_store, run)["systemtest"] for run in (pipeline, first_run)]
+    assert comparison["candidate_accuracy"] == pytest.approx(systemtests[0].data.metrics["test_accuracy"])
+    assert comparison["champion_accuracy"] == pytest.approx(systemtests[1].data.metrics["test_accuracy"])
+    assert comparison["images"] == int(children(local_store, first_run)["fetch"].data.params["num_test"])
+    assert report["champion"]["version"] == first.version
+    assert report["outcome"] in ("promoted", "promoted_forced")
+    promote = local_store.get_run(steps["promote"]["run_id"])
+    assert "promotion/per_class_accuracy.png" in {
+        a.path for a in local_store.list_artifacts(promote.info.run_id, "promotion")
+    }
+    new = local_store.get_model_version_by_alias("cifar-classifier", "champion")
+    assert new.version == promote.data.tags["registered_version"] != first.version
+    assert local_store.get_model_version_by_alias("cifar-classifier", "previous").version == first.version
+    assert pipeline.data.tags["pipeline.promotion"].startswith(
+        f"promoted: cifar-classifier version {new.version}"
+    )
+
+    # the README's rollback command: the first model is the champion again, for the tests after this
+    rollback = subprocess.run(
+        [sys.executable, "-m", "cifar_pipeline.promotion.rollback"],
+        cwd=project,
+        env=_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rollback.returncode == 0, rollback.stderr
+    assert f"version {new.version} -> version {first.version} (rolled back" in rollback.stdout
+    assert local_store.get_model_version_by_alias("cifar-classifier", "champion").version == first.version
+    assert "promotion.rolled_back" in local_store.get_model_version("cifar-classifier", new.version).tags
 
 
 def rerun_edited(
@@ -329,7 +383,7 @@ def test_editing_the_model_definition_reruns_train_and_what_its_output_changes(
     before = children(local_store, first_run)["train"].data.tags["model.digest"]
     after = local_store.get_run(steps["train"]["run_id"]).data.tags["model.digest"]
     # a comment trains the same model, byte for byte, on the CPU: then build and test are reused
-    expected = {"train"} if after == before else {"train", "build", "systemtest"}
+    expected = {"train"} if after == before else {"train", "build", "systemtest", "promote"}
     assert ran_steps(steps) == expected
 
 
@@ -352,8 +406,8 @@ def test_a_rerun_with_identical_output_lets_the_later_steps_be_reused(
     assert new_fetch.info.run_id != first_fetch.info.run_id
     assert new_fetch.data.tags["data.digest"] == first_fetch.data.tags["data.digest"]
     original = {step: run.info.run_id for step, run in children(local_store, first_run).items()}
-    assert {s: steps[s]["run_id"] for s in ("train", "build", "systemtest")} == {
-        s: original[s] for s in ("train", "build", "systemtest")
+    assert {s: steps[s]["run_id"] for s in ("train", "build", "systemtest", "promote")} == {
+        s: original[s] for s in ("train", "build", "systemtest", "promote")
     }
 
 
@@ -404,6 +458,16 @@ def test_changed_upstream_data_reruns_downstream_and_says_so(
     assert "params: test_fraction 0.2→0.25" in steps["fetch"]["reasons"][0]
     assert "upstream data changed" in steps["train"]["reasons"][0]
     assert "params:" not in steps["train"]["reasons"][0]
+    # the champion trained on a split that holds some of these test images: no fair comparison
+    promote = local_store.get_run(steps["promote"]["run_id"])
+    assert promote.data.tags["promotion.outcome"] == "not_promoted"
+    assert "of the candidate's" in promote.data.tags["promotion.reason"]
+    assert "test images" in promote.data.tags["promotion.reason"]
+    version = promote.data.tags["registered_version"]
+    assert (
+        local_store.get_model_version("cifar-classifier", version).tags["promotion.outcome"] == "not_promoted"
+    )
+    assert local_store.get_model_version_by_alias("cifar-classifier", "champion").version != version
 
 
 def wait_for_checkpoint(client: MlflowClient, since_ms: int, timeout: float = 300) -> Run:
@@ -459,7 +523,7 @@ def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
     continued = local_store.get_run(steps["train"]["run_id"])
     assert int(continued.data.tags["train.resumed_after_epoch"]) >= 1
     assert continued.data.params["epochs"] == "5"  # the failed pipeline's configuration
-    assert [steps[s]["action"] for s in ("build", "systemtest")] == ["ran", "ran"]
+    assert [steps[s]["action"] for s in ("build", "systemtest", "promote")] == ["ran"] * 3
 
 
 def pipeline_containers(pipeline_run_id: str) -> list[str]:
@@ -635,7 +699,7 @@ def test_resume_from_model_runs_only_build_and_systemtest_and_pushes(
     resumed = pipeline_runs(local_store)[0]
     assert resumed.info.run_id != first_run.info.run_id
     steps = children(local_store, resumed)
-    assert set(steps) == {"build", "systemtest"}
+    assert set(steps) == {"build", "systemtest", "promote"}
     assert all(run.info.status == "FINISHED" for run in steps.values())
     build = steps["build"]
     assert build.data.tags["pipeline.upstream.model_run_id"] == train_id
@@ -680,6 +744,16 @@ def test_a_failed_push_fails_the_build_and_leaves_no_image(
         (["source=digits", "overrides=train.no_such_key=1"], {}, "no_such_key"),
         (["source=digits", "cache=maybe"], {}, "cache.enabled='maybe': expected true or false"),
         (["source=digits", "rerun=trian"], {}, "cache.rerun='trian': unknown step trian"),
+        (
+            ["source=digits", "overrides=promote.policy=sometimes"],
+            {},
+            "promote.policy='sometimes': expected one of not_worse, significantly_better",
+        ),
+        (
+            ["source=digits", "overrides=promote.tolerance=-0.1"],
+            {},
+            "promote.tolerance=-0.1: expected a number",
+        ),
         (
             ["resume=0123456789abcdef0123456789abcdef"],
             {},

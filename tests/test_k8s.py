@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # One backend config per step: each step's image goes to a repository of its own.
 BACKEND = {step: f"k8s/{step}.json" for step in STEPS}
 RUN_ID = "0123456789abcdef0123456789abcdef"
-REQUIRED = {"data_run_id": RUN_ID, "model_run_id": RUN_ID, "image_run_id": RUN_ID}
+REQUIRED = {name: RUN_ID for name in ("data_run_id", "model_run_id", "image_run_id", "systemtest_run_id")}
 IMAGE, DIGEST = "registry.example.com/ml/cifar-pipeline-step:5a1b2c3", "sha256:" + "a" * 64
 
 

@@ -27,7 +27,7 @@ def test_only_the_train_image_has_torch() -> None:
 
 def test_build_args_carry_each_stage_pins_and_build_records_the_served_ones() -> None:
     args, packages = requirement_build_args()
-    stages = ("common", "fetch", "train", "build", "systemtest", "serve")
+    stages = ("common", "fetch", "train", "build", "systemtest", "promote", "serve")
     assert set(args) == {f"{stage.upper()}_REQUIREMENTS" for stage in stages}
     assert "torch==" in args["TRAIN_REQUIREMENTS"]
     assert "torch" not in args["FETCH_REQUIREMENTS"]

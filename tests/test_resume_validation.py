@@ -76,10 +76,11 @@ def test_pipeline_names_the_resume_parameter(mlflow_store, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("resume", "steps"),
     [
-        ({}, ["fetch", "train", "build", "systemtest"]),
-        ({"data_run_id": "a" * 32}, ["train", "build", "systemtest"]),
-        ({"model_run_id": "b" * 32}, ["build", "systemtest"]),
-        ({"image_run_id": "c" * 32}, ["systemtest"]),
+        ({}, ["fetch", "train", "build", "systemtest", "promote"]),
+        ({"data_run_id": "a" * 32}, ["train", "build", "systemtest", "promote"]),
+        ({"model_run_id": "b" * 32}, ["build", "systemtest", "promote"]),
+        ({"image_run_id": "c" * 32}, ["systemtest", "promote"]),
+        ({"systemtest_run_id": "d" * 32}, ["promote"]),
     ],
 )
 def test_plan_starts_after_the_given_run(resume: dict[str, str], steps: list[str]) -> None:
@@ -100,7 +101,7 @@ def test_unfinished_checkpointed_train_run_is_continued(mlflow_store, tmp_path: 
     killed = _fake_run("train", tmp_path, ("checkpoints/last.pt",), status="FAILED")
     client.set_tag(killed, "pipeline.upstream.data_run_id", "d" * 32)
     steps, upstream = continue_unfinished_training(*plan(OmegaConf.create({"model_run_id": killed})), client)
-    assert steps == ["train", "build", "systemtest"]
+    assert steps == ["train", "build", "systemtest", "promote"]
     assert upstream == {"data_run_id": "d" * 32, "resume_run_id": killed}
     cfg = OmegaConf.create({"seed": 0, "model": {}, "optim": {}, "train": {"epochs": 3}})
     assert step_parameters("train", cfg, upstream)["resume_run_id"] == killed
@@ -147,7 +148,7 @@ def test_resume_a_pipeline_reuses_finished_steps_and_continues_training(mlflow_s
         mlflow.log_artifact(str(tmp_path / "last.pt"), "checkpoints")
     client.set_terminated(killed.info.run_id, "FAILED")
     steps, upstream, finished = plan_resume(client, failed)
-    assert steps == ["train", "build", "systemtest"]
+    assert steps == ["train", "build", "systemtest", "promote"]
     assert finished == {"fetch": fetch_run}
     assert upstream == {"data_run_id": fetch_run, "resume_run_id": killed.info.run_id}
 

@@ -8,7 +8,9 @@ A step's key hashes what decides its output, besides its code:
 - the step's parameters, without the upstream run IDs;
 - the content digests of its inputs: the data's digest (`data.digest` of the fetch run),
   the model's (`model.digest` of the train run), the inference image's ID (`image.id` of the
-  build run); for fetch, the data source's checksum or, for local files, a fingerprint.
+  build run); for fetch, the data source's checksum or, for local files, a fingerprint;
+  for promote, the candidate's model, data and image, and the champion it is compared
+  with (registry version and model digest).
 
 Its code is what it loaded: every step run records the project files it loaded with
 their digests (code_trace.py). A FINISHED run with the same key is reused only if every
@@ -17,7 +19,10 @@ test imports re-runs only the system test. Because inputs are keyed by content, 
 that re-runs and makes byte-identical output lets the steps after it be reused.
 
 Each run records its key (tag `pipeline.step_key`) and the components
-(`step_key.json`), so a later run can say which of them changed.
+(`step_key.json`), so a later run can say which of them changed. A promote run that moved
+the alias also records the key it would have with the champion it left behind
+(`pipeline.step_key_after`): its decision stands while the registry is in the state it
+saw or the state it made, so an unchanged re-run after a promotion reuses it.
 """
 
 from __future__ import annotations
@@ -42,17 +47,20 @@ from cifar_pipeline.tracking import (
     BUILD,
     CODE_TRACE_ARTIFACT,
     FETCH,
+    PROMOTE,
     STEP_TAG,
     SYSTEMTEST,
     TRAIN,
     UPSTREAM_PARAM,
     UpstreamError,
+    lineage,
     require_step_run,
 )
 
 log = logging.getLogger(__name__)
 
 STEP_KEY_TAG = "pipeline.step_key"
+STEP_KEY_AFTER_TAG = "pipeline.step_key_after"
 STEP_KEY_ARTIFACT = "step_key.json"
 # On the record run the pipeline makes for a reused step (it is not a step run itself).
 REUSED_FROM_TAG = "pipeline.reused_from"
@@ -64,7 +72,11 @@ UPSTREAM_DIGEST_TAG = {
     BUILD: ("model", "model.digest"),
     SYSTEMTEST: ("image", "image.id"),
 }
-NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id"}
+# The candidate's inputs a promotion depends on: the runs the system test run descends from.
+PROMOTE_INPUTS = (("model", "model_run_id", "model.digest"), ("data", "data_run_id", "data.digest"),
+                  ("image", "image_run_id", "image.id"))  # fmt: skip
+# The champion is an input (its identity), not a parameter: see StepCache.record.
+NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id", "champion_version"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,12 @@ def fetch_input(params: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def upstream_digest(client: MlflowClient, step: str, upstream: dict[str, str]) -> dict[str, str]:
+    if step == PROMOTE:
+        links = lineage(client.get_run(upstream[UPSTREAM_PARAM[step]]))
+        return {
+            name: client.get_run(links[param]).data.tags.get(tag) or f"run:{links[param]}"
+            for name, param, tag in PROMOTE_INPUTS
+        }
     if step not in UPSTREAM_DIGEST_TAG:
         return {}
     name, tag = UPSTREAM_DIGEST_TAG[step]
@@ -141,11 +159,13 @@ def step_key(
     environment: Environment,
     params: dict[str, Any],
     upstream: dict[str, str],
+    extra_inputs: dict[str, str] | None = None,
 ) -> tuple[StepKey | None, str]:
-    """The step's key, or (None, why it cannot be cached)."""
+    """The step's key, or (None, why it cannot be cached). `extra_inputs`: inputs that are
+    not upstream runs (promote: the champion)."""
     if params.get("resume_run_id"):
         return None, f"continues the interrupted train run {params['resume_run_id']}"
-    inputs = upstream_digest(client, step, upstream)
+    inputs = {**upstream_digest(client, step, upstream), **(extra_inputs or {})}
     if step == FETCH:
         fingerprint, why = fetch_input(params)
         if fingerprint is None:
@@ -238,9 +258,14 @@ class StepCache:
         self.root = root  # the checkout whose code the steps run
 
     def decide(
-        self, step: str, environment: Environment, params: dict[str, Any], upstream: dict[str, str]
+        self,
+        step: str,
+        environment: Environment,
+        params: dict[str, Any],
+        upstream: dict[str, str],
+        extra_inputs: dict[str, str] | None = None,
     ) -> Decision:
-        key, why_not = step_key(self.client, step, environment, params, upstream)
+        key, why_not = step_key(self.client, step, environment, params, upstream, extra_inputs)
         if key is None:
             return Decision(None, reasons=[f"not cacheable: {why_not}"])
         if not self.enabled:
@@ -258,26 +283,43 @@ class StepCache:
                 if code_changed is None or len(changes) < len(code_changed[1]):
                     code_changed = (run_id, changes)
                 continue
-            if step == BUILD and not self.image_exists(hit.data.tags.get("image.id", "")):
-                reason = f"build run {run_id} has this key, but its image is no longer in the Docker engine"
-                return Decision(key, reasons=[reason])
+            if gone := self.output_gone(step, hit):
+                return Decision(key, reasons=[f"{step} run {run_id} has this key, but {gone}"])
             return Decision(key, reuse=hit, reasons=[f"same key as run {run_id}"])
         if code_changed is not None:
             run_id, changes = code_changed
             return Decision(key, reasons=[f"vs run {run_id}: code changed: {', '.join(changes)}"])
         return Decision(key, reasons=self.explain_miss(step, key))
 
+    def output_gone(self, step: str, run: Run) -> str:
+        """What a run's output outside MLflow lacks now ("" if nothing): the Docker image a
+        build made, the registry version a promotion registered."""
+        tags = run.data.tags
+        if step == BUILD and not self.image_exists(tags.get("image.id", "")):
+            return "its image is no longer in the Docker engine"
+        if step == PROMOTE:
+            name, version = tags.get("registered_model", ""), tags.get("registered_version", "")
+            try:
+                self.client.get_model_version(name, version)
+            except MlflowException:
+                return f"the version it registered ({name} {version}) is gone"
+        return ""
+
     def runs_with_key(self, step: str, digest: str, limit: int = 20) -> list[Run]:
         """FINISHED runs of `step` with this key whose artifacts exist, newest first."""
         experiments = [e.experiment_id for e in self.client.search_experiments()]
-        query = (
-            f"tags.`{STEP_TAG}` = '{step}' and tags.`{STEP_KEY_TAG}` = '{digest}' "
-            "and attributes.status = 'FINISHED'"
-        )
+        found: dict[str, Run] = {}
+        for tag in (STEP_KEY_TAG, STEP_KEY_AFTER_TAG):
+            query = (
+                f"tags.`{STEP_TAG}` = '{step}' and tags.`{tag}` = '{digest}' "
+                "and attributes.status = 'FINISHED'"
+            )
+            for run in self.client.search_runs(
+                experiments, query, order_by=["attributes.start_time DESC"], max_results=limit
+            ):
+                found[run.info.run_id] = run
         runs = []
-        for run in self.client.search_runs(
-            experiments, query, order_by=["attributes.start_time DESC"], max_results=limit
-        ):
+        for run in sorted(found.values(), key=lambda r: r.info.start_time, reverse=True):
             try:
                 runs.append(require_step_run(run.info.run_id, step, self.client))
             except UpstreamError as exc:
@@ -310,9 +352,12 @@ class StepCache:
             return [f"earlier run {run_id} has this key, but its artifacts are gone"]
         return [f"vs run {run_id}: " + "; ".join(changes or ["key differs"])]
 
-    def record(self, run_id: str, key: StepKey) -> None:
-        """Tag a finished step run with its key and log the components next to it."""
+    def record(self, run_id: str, key: StepKey, after: StepKey | None = None) -> None:
+        """Tag a finished step run with its key and log the components next to it; `after`:
+        the key under which its output also stands (promote: with the champion it made)."""
         self.client.set_tag(run_id, STEP_KEY_TAG, key.digest)
+        if after is not None and after.digest != key.digest:
+            self.client.set_tag(run_id, STEP_KEY_AFTER_TAG, after.digest)
         self.client.log_dict(run_id, key.components(), STEP_KEY_ARTIFACT)
 
 

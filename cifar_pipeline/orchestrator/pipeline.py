@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
-from cifar_pipeline.orchestrator import orphans
+from cifar_pipeline.orchestrator import orphans, promotion
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
     REUSED_STEP_TAG,
@@ -60,6 +60,7 @@ from cifar_pipeline.tracking import (
     PIPELINE_NAME,
     PIPELINE_TAG,
     PRODUCES,
+    PROMOTE,
     QUALITY_GATE_TAG,
     STEP_TAG,
     STEPS,
@@ -118,6 +119,7 @@ class Pipeline:
         self.client = MlflowClient()
         self.results: list[StepResult] = []
         self.containers = StepContainers(self.client, stop_grace=30.0)
+        self.promotion = ""  # the promote step's verdict, for the summary
 
     def hurry(self, signum: int) -> None:
         self.containers.hurry(signum)
@@ -152,6 +154,11 @@ class Pipeline:
         if not isinstance(self.cfg.cache.enabled, bool):
             raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
         self.containers.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
+        if not promotion.check_settings(self.cfg.promote):
+            steps = [step for step in steps if step != PROMOTE]
+            self.promotion = "off: promote.registered_model is empty, nothing registered"
+        elif PROMOTE in steps:
+            promotion.champion(self.client, self.cfg.promote)  # a broken champion stops us before training
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
@@ -168,11 +175,16 @@ class Pipeline:
         for step in steps:
             param = UPSTREAM_PARAM.get(step)
             mounts = [data_mount] if step == FETCH and data_mount else []
-            params = step_parameters(step, self.cfg, upstream)
+            champion_version, extra_inputs = "current", dict[str, str]()
+            if step == PROMOTE:  # the champion as it is now, after training and testing
+                champion_version, extra_inputs = promotion.champion_inputs(
+                    promotion.champion(self.client, self.cfg.promote)
+                )
+            params = step_parameters(step, self.cfg, upstream, champion_version)
             log.info("step %s: building its environment", step)
             environment = images.environment(step)
             try:
-                decision = cache.decide(step, environment, params, upstream)
+                decision = cache.decide(step, environment, params, upstream, extra_inputs)
             except CodeIdentityError as exc:
                 raise PipelineError(f"step {step}: {exc}") from exc
             log.info(
@@ -192,7 +204,8 @@ class Pipeline:
                     raise
                 result.reasons = decision.reasons
                 if result.status == FINISHED and decision.key is not None:
-                    cache.record(result.run_id, decision.key)
+                    after = promotion.key_after(decision.key, self.client.get_run(result.run_id))
+                    cache.record(result.run_id, decision.key, after)
             self.results.append(result)
             if result.status != FINISHED:
                 raise PipelineError(
@@ -202,6 +215,9 @@ class Pipeline:
                 )
             if step == TRAIN:
                 self._stop_unless_blessed(result.run_id)
+            if step == PROMOTE:
+                self.promotion = promotion.summary_line(self.client, result.run_id)
+                log.info("promotion: %s", self.promotion)
             if step in PRODUCES:
                 upstream[PRODUCES[step]] = result.run_id
                 mlflow.set_tag(f"pipeline.{PRODUCES[step]}", result.run_id)
@@ -344,10 +360,19 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
         raise
     finally:
         table = summary_table(pipeline.results)
+        if pipeline.promotion:
+            table += f"\npromotion: {pipeline.promotion}"
+            mlflow.set_tag("pipeline.promotion", pipeline.promotion[:5000])
         log.info("pipeline %s (run %s)\n%s", status, run_id, table)
         mlflow.log_text(table + "\n", "summary.txt")
         mlflow.log_dict(
-            {"status": status, "error": error, "steps": [asdict(r) for r in pipeline.results]}, "summary.json"
+            {
+                "status": status,
+                "error": error,
+                "steps": [asdict(r) for r in pipeline.results],
+                "promotion": pipeline.promotion,
+            },
+            "summary.json",
         )
         for result in pipeline.results:
             mlflow.log_metric(f"seconds_{result.step}", result.seconds)

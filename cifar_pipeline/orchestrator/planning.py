@@ -22,6 +22,7 @@ from cifar_pipeline.tracking import (
     CHECKPOINT,
     FETCH,
     PRODUCES,
+    PROMOTE,
     STEP_TAG,
     STEPS,
     SYSTEMTEST,
@@ -41,8 +42,18 @@ class PipelineError(RuntimeError):
 
 
 # Resume parameters, most downstream first: the one given decides where to start.
-RESUME_START = (("image_run_id", SYSTEMTEST), ("model_run_id", BUILD), ("data_run_id", TRAIN))
-RESUME_INPUT_STEP = {"data_run_id": FETCH, "model_run_id": TRAIN, "image_run_id": BUILD}
+RESUME_START = (
+    ("systemtest_run_id", PROMOTE),
+    ("image_run_id", SYSTEMTEST),
+    ("model_run_id", BUILD),
+    ("data_run_id", TRAIN),
+)
+RESUME_INPUT_STEP = {
+    "data_run_id": FETCH,
+    "model_run_id": TRAIN,
+    "image_run_id": BUILD,
+    "systemtest_run_id": SYSTEMTEST,
+}
 
 
 def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
@@ -50,9 +61,8 @@ def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
     given = {key: str(resume.get(key) or "").strip() for key, _ in RESUME_START}
     given = {key: value for key, value in given.items() if value}
     if len(given) > 1:
-        raise PipelineError(
-            f"give at most one of data_run_id, model_run_id, image_run_id; got {', '.join(given)}"
-        )
+        keys = ", ".join(key for key, _ in reversed(RESUME_START))
+        raise PipelineError(f"give at most one of {keys}; got {', '.join(given)}")
     for key, first_step in RESUME_START:
         if key in given:
             return list(STEPS[STEPS.index(first_step) :]), given
@@ -64,8 +74,8 @@ def continue_unfinished_training(
 ) -> tuple[list[str], dict[str, str]]:
     """A `model_run_id` naming a train run that did not finish, but checkpointed, is continued.
 
-    The plan becomes train (from that run's last checkpoint, on that run's data), build,
-    system test. Any other `model_run_id` is left for `validate_resume` to judge.
+    The plan becomes train (from that run's last checkpoint, on that run's data) and every
+    step after it. Any other `model_run_id` is left for `validate_resume` to judge.
     """
     run_id = upstream.get("model_run_id", "")
     if not run_id:
@@ -81,7 +91,7 @@ def continue_unfinished_training(
         raise PipelineError(f"cannot resume: train run {run_id} is {run.info.status} and has no {CHECKPOINT}")
     data_run_id = lineage(run).get("data_run_id", "")
     log.info("train run %s is %s: continuing it from its last checkpoint", run_id, run.info.status)
-    return [TRAIN, BUILD, SYSTEMTEST], {"data_run_id": data_run_id, "resume_run_id": run_id}
+    return list(STEPS[STEPS.index(TRAIN) :]), {"data_run_id": data_run_id, "resume_run_id": run_id}
 
 
 def pipeline_run(client: MlflowClient, run_id: str) -> Run:
@@ -185,7 +195,11 @@ def local_data_path(data: DictConfig) -> Path | None:
     return path
 
 
-def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dict[str, Any]:
+def step_parameters(
+    step: str, cfg: DictConfig, upstream: dict[str, str], champion_version: str = "current"
+) -> dict[str, Any]:
+    """The step's MLproject parameters. `champion_version` (promote): the version the
+    registry's alias names as the pipeline plans the step, or "none"."""
     if step == FETCH:
         params = {**as_dict(cfg.data), "seed": cfg.seed}
         local = local_data_path(cfg.data)
@@ -201,4 +215,11 @@ def step_parameters(step: str, cfg: DictConfig, upstream: dict[str, str]) -> dic
             "base_image": cfg.serve.base_image,
             "registry": cfg.serve.registry,
         }
-    return {"image_run_id": upstream["image_run_id"], **as_dict(cfg.systemtest)}
+    if step == SYSTEMTEST:
+        return {"image_run_id": upstream["image_run_id"], **as_dict(cfg.systemtest)}
+    return {
+        "systemtest_run_id": upstream["systemtest_run_id"],
+        **as_dict(cfg.promote),
+        "force": str(cfg.promote.force).lower(),
+        "champion_version": champion_version,
+    }

@@ -7,7 +7,8 @@ with batched requests, checks every endpoint (the Open Inference Protocol round 
 base64 PNGs and file uploads included) and that bad inputs get a 4xx with a message
 while the server keeps answering, and measures batch-1 latency at concurrency 1 and N.
 The container is removed whatever happens; its logs are attached to the run. On
-success the train run is tagged blessed and its model registered with an alias.
+success the train run is tagged blessed; the promote step decides whether it becomes
+the champion.
 
 Artifacts: systemtest/report.json, systemtest/container.log.
 """
@@ -54,8 +55,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=parse_int, default=256)
     parser.add_argument("--latency-requests", type=parse_int, default=50, help="requests per client")
     parser.add_argument("--concurrency", type=parse_int, default=8, help="clients of the throughput test")
-    parser.add_argument("--registered-model", default="cifar-classifier", help="empty: do not register")
-    parser.add_argument("--alias", default="champion", help="registry alias of a version that passed")
     return parser.parse_args(argv)
 
 
@@ -94,18 +93,6 @@ def check_server(
     return report, failures
 
 
-def bless(model_run_id: str, image_tag: str, registered_model: str, alias: str) -> str:
-    """Tag the train run blessed; register its model and point `alias` at this version."""
-    client = MlflowClient()
-    client.set_tag(model_run_id, "model.blessed", "true")
-    version = mlflow.register_model(f"runs:/{model_run_id}/model", registered_model)
-    client.set_model_version_tag(registered_model, version.version, "image", image_tag)
-    client.set_registered_model_alias(registered_model, alias, version.version)
-    log.info("registered %s version %s as @%s (image %s)", registered_model, version.version, alias,
-             image_tag)  # fmt: skip
-    return str(version.version)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     image_run = require_step_run(args.image_run_id, BUILD)
@@ -137,9 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.set_tag("systemtest.passed", str(not failures).lower())
         if failures:
             raise SystemTestFailed("the image failed its system test: " + "; ".join(failures))
-        if args.registered_model:
-            version = bless(model_run_id, image["tag"], args.registered_model, args.alias)
-            mlflow.set_tags({"registered_model": args.registered_model, "registered_version": version})
+        MlflowClient().set_tag(model_run_id, "model.blessed", "true")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The orchestrator's side of the promote step: its settings checked before anything runs,
+the champion it will be compared with (a parameter and an input of its key), and the
+promotion line of the pipeline's summary."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from cifar_pipeline.orchestrator.caching import StepKey
+from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.promotion import registry
+from cifar_pipeline.promotion.policy import ALREADY_CHAMPION, FORCED, PROMOTED, Policy, PolicyError
+from cifar_pipeline.tracking import TRAIN, UpstreamError, require_step_run
+
+NO_CHAMPION = "none"
+
+
+def check_settings(settings: DictConfig) -> bool:
+    """Refuse bad `promote.*` values, naming the key; False when promotion is off."""
+    try:
+        Policy.parse(settings)
+    except PolicyError as exc:
+        raise PipelineError(str(exc)) from None
+    if not settings.registered_model:
+        return False
+    for key in ("alias", "previous_alias"):
+        if not settings.get(key):
+            raise PipelineError(f"promote.{key}={settings.get(key)!r}: expected an alias name")
+    if settings.alias == settings.previous_alias:
+        raise PipelineError(
+            f"promote.previous_alias={settings.previous_alias!r}: must differ from promote.alias"
+        )
+    return True
+
+
+def champion(client: MlflowClient, settings: DictConfig) -> registry.Champion | None:
+    """The champion now; one whose model cannot be loaded stops the pipeline, naming the version."""
+    try:
+        current = registry.champion(client, settings.registered_model, settings.alias)
+    except MlflowException as exc:
+        raise PipelineError(f"promote: the registry cannot be read: {exc}") from exc
+    if current is None:
+        return None
+    try:
+        require_step_run(current.run_id, TRAIN, client)
+    except UpstreamError as exc:
+        raise PipelineError(
+            f"promote: {settings.registered_model}@{settings.alias} names version {current.version}, "
+            f"whose model cannot be loaded ({exc}); point the alias at a loadable version or delete it"
+        ) from None
+    return current
+
+
+def champion_inputs(current: registry.Champion | None) -> tuple[str, dict[str, str]]:
+    """The step's `champion_version` parameter, and the champion as an input of its key."""
+    if current is None:
+        return NO_CHAMPION, {"champion": NO_CHAMPION}
+    return current.version, {"champion": current.identity}
+
+
+def key_after(key: StepKey | None, promote_run: Any) -> StepKey | None:
+    """The key a promote run's decision also stands under: with the champion it left."""
+    after = promote_run.data.tags.get(registry.CHAMPION_AFTER_TAG)
+    if key is None or not after:
+        return None
+    return replace(key, inputs={**key.inputs, "champion": after})
+
+
+def summary_line(client: MlflowClient, promote_run_id: str) -> str:
+    """ "promoted: cifar-classifier version 4 is @champion (candidate 0.94 vs champion 0.93 ...)"."""
+    tags = client.get_run(promote_run_id).data.tags
+    outcome = tags.get(registry.OUTCOME_TAG, "")
+    name, version = tags.get("registered_model", ""), tags.get("registered_version", "")
+    verdict = {PROMOTED: "promoted", FORCED: "promoted", ALREADY_CHAMPION: "unchanged"}.get(
+        outcome, "not promoted"
+    )
+    compared = tags.get(registry.COMPARED_WITH_TAG, "")
+    detail = f"{outcome}, compared with version {compared}" if compared else outcome
+    return f"{verdict}: {name} version {version} ({detail}): {tags.get(registry.REASON_TAG, '')}"
