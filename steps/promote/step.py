@@ -130,6 +130,46 @@ def log_decision(
     log.info("%s: %s", "promoted" if verdict.promote else "not promoted", verdict.reason)
 
 
+def judge(
+    client: MlflowClient,
+    policy: Policy,
+    candidate: ServedModel,
+    current: registry.Champion | None,
+    data_run_id: str,
+    data_digest: str,
+    work_dir: Path,
+) -> tuple[Verdict, Comparison | None, str]:
+    """The verdict, the comparison it rests on (if any), and why there is none."""
+    if current is not None and current.model_digest == candidate.digest:
+        reason = f"the candidate is the champion (version {current.version})"
+        return Verdict(False, ALREADY_CHAMPION, reason), None, ""
+    comparison, not_comparable = None, ""
+    if current is not None:
+        comparison, not_comparable = evaluate(client, candidate, current, data_run_id, data_digest, work_dir)
+    verdict = decide(
+        policy, comparison, data_digest, has_champion=current is not None, not_comparable=not_comparable
+    )
+    return verdict, comparison, not_comparable
+
+
+def record(
+    client: MlflowClient,
+    args: argparse.Namespace,
+    verdict: Verdict,
+    candidate: ServedModel,
+    current: registry.Champion | None,
+    tags: dict[str, str],
+) -> str:
+    """Register the candidate with the verdict, move the alias if promoted; its version."""
+    if current is not None and verdict.outcome == ALREADY_CHAMPION:
+        return current.version  # nothing to record: the registry already says it all
+    tags = {registry.OUTCOME_TAG: verdict.outcome, registry.REASON_TAG: verdict.reason[:5000], **tags}
+    version = registry.register(client, args.registered_model, candidate.run_id, candidate.digest, tags)
+    if verdict.promote:
+        promote(client, args, version, current)
+    return version
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     policy = Policy.parse(
@@ -148,52 +188,26 @@ def main(argv: list[str] | None = None) -> None:
     upstream = {"systemtest_run_id": args.systemtest_run_id, **lineage(systest_run)}
     client = MlflowClient()
     with step_run(PROMOTE, upstream) as run, tempfile.TemporaryDirectory(prefix="promote-") as work:
-        work_dir = Path(work)
         model_run_id, data_run_id = upstream["model_run_id"], upstream["data_run_id"]
         data_digest = client.get_run(data_run_id).data.tags.get("data.digest", f"run:{data_run_id}")
-        candidate = load_served_model(client, model_run_id, f"candidate (train run {model_run_id})", work_dir)
+        candidate = load_served_model(
+            client, model_run_id, f"candidate (train run {model_run_id})", Path(work)
+        )
         current = expected_champion(client, args)
-        comparison, not_comparable = None, ""
-        if current is not None and current.model_digest == candidate.digest:
-            # nothing to decide and nothing to record: the registry already says it all
-            verdict = Verdict(
-                False, ALREADY_CHAMPION, f"the candidate is the champion (version {current.version})"
-            )
-            version = current.version
-        else:
-            if current is not None:
-                comparison, not_comparable = evaluate(
-                    client, candidate, current, data_run_id, data_digest, work_dir
-                )
-            verdict = decide(
-                policy,
-                comparison,
-                data_digest,
-                has_champion=current is not None,
-                not_comparable=not_comparable,
-            )
-            tags = {
-                registry.OUTCOME_TAG: verdict.outcome,
-                registry.REASON_TAG: verdict.reason[:5000],
-                registry.DECIDED_BY_TAG: run.info.run_id,
-                registry.COMPARED_WITH_TAG: current.version if current and comparison else "",
-                registry.IMAGE_TAG: client.get_run(upstream["image_run_id"]).data.tags.get("image.tag", ""),
-                registry.DATA_DIGEST_TAG: data_digest,
-                "systemtest.run_id": args.systemtest_run_id,
-            }
-            version = registry.register(client, args.registered_model, model_run_id, candidate.digest, tags)
-            if verdict.promote:
-                promote(client, args, version, current)
+        verdict, comparison, not_comparable = judge(
+            client, policy, candidate, current, data_run_id, data_digest, Path(work)
+        )
+        version = record(client, args, verdict, candidate, current, {
+            registry.DECIDED_BY_TAG: run.info.run_id,
+            registry.COMPARED_WITH_TAG: current.version if current and comparison else "",
+            registry.IMAGE_TAG: client.get_run(upstream["image_run_id"]).data.tags.get("image.tag", ""),
+            registry.DATA_DIGEST_TAG: data_digest,
+            "systemtest.run_id": args.systemtest_run_id,
+        })  # fmt: skip
         after = registry.champion(client, args.registered_model, args.alias)
         report = {
             "candidate": {"run_id": model_run_id, "model_digest": candidate.digest, "version": version},
-            "champion": {
-                "version": current.version,
-                "run_id": current.run_id,
-                "model_digest": current.model_digest,
-            }
-            if current
-            else None,
+            "champion": asdict(current) if current else None,
             "data_digest": data_digest,
             "policy": asdict(policy),
             "comparison": comparison.as_dict() if comparison else None,
