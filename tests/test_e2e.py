@@ -303,14 +303,14 @@ def test_changed_parameter_reruns_from_train_and_says_why(
     assert comparison["candidate_accuracy"] == pytest.approx(systemtests[0].data.metrics["test_accuracy"])
     assert comparison["champion_accuracy"] == pytest.approx(systemtests[1].data.metrics["test_accuracy"])
     assert comparison["images"] == int(children(local_store, first_run)["fetch"].data.params["num_test"])
-    assert report["champion"]["version"] == first.version
+    assert report["champion"]["version"] == str(first.version)
     assert report["outcome"] in ("promoted", "promoted_forced")
     promote = local_store.get_run(steps["promote"]["run_id"])
     assert "promotion/per_class_accuracy.png" in {
         a.path for a in local_store.list_artifacts(promote.info.run_id, "promotion")
     }
     new = local_store.get_model_version_by_alias("cifar-classifier", "champion")
-    assert new.version == promote.data.tags["registered_version"] != first.version
+    assert str(new.version) == promote.data.tags["registered_version"] != str(first.version)
     assert local_store.get_model_version_by_alias("cifar-classifier", "previous").version == first.version
     assert pipeline.data.tags["pipeline.promotion"].startswith(
         f"promoted: cifar-classifier version {new.version}"
@@ -467,7 +467,7 @@ def test_changed_upstream_data_reruns_downstream_and_says_so(
     assert (
         local_store.get_model_version("cifar-classifier", version).tags["promotion.outcome"] == "not_promoted"
     )
-    assert local_store.get_model_version_by_alias("cifar-classifier", "champion").version != version
+    assert str(local_store.get_model_version_by_alias("cifar-classifier", "champion").version) != version
 
 
 def wait_for_checkpoint(client: MlflowClient, since_ms: int, timeout: float = 300) -> Run:
