@@ -350,8 +350,9 @@ def ran_steps(steps: dict[str, dict]) -> set[str]:
     [
         # only the system test imports the probes
         ("cifar_pipeline/probes.py", {"systemtest"}, set()),
-        # the build step copies the serving app into the inference image: a new image to test
-        ("cifar_pipeline/serving/app.py", {"build"}, {"systemtest"}),
+        # the build step copies the serving app into the inference image: a new image to test,
+        # and to register with the model
+        ("cifar_pipeline/serving/app.py", {"build"}, {"systemtest", "promote"}),
         # every step imports the tracking helpers
         ("cifar_pipeline/tracking.py", set(STEPS), set()),
     ],
