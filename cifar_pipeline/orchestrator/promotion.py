@@ -17,8 +17,6 @@ from cifar_pipeline.promotion import registry
 from cifar_pipeline.promotion.policy import ALREADY_CHAMPION, FORCED, PROMOTED, Policy, PolicyError
 from cifar_pipeline.tracking import TRAIN, UpstreamError, require_step_run
 
-NO_CHAMPION = "none"
-
 
 def check_settings(settings: DictConfig) -> bool:
     """Refuse bad `promote.*` values, naming the key; False when promotion is off."""
@@ -59,7 +57,7 @@ def champion(client: MlflowClient, settings: DictConfig) -> registry.Champion | 
 def champion_inputs(current: registry.Champion | None) -> tuple[str, dict[str, str]]:
     """The step's `champion_version` parameter, and the champion as an input of its key."""
     if current is None:
-        return NO_CHAMPION, {"champion": NO_CHAMPION}
+        return registry.NO_CHAMPION, {"champion": registry.NO_CHAMPION}
     return current.version, {"champion": current.identity}
 
 

@@ -78,14 +78,14 @@ def load_served_model(
     return ServedModel(label, run_id, path, metadata, digest)
 
 
-def image_hashes(images: np.ndarray) -> set[bytes]:
-    return {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in images}
+def image_hash(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
 
 
 def seen_in_training(test_images: np.ndarray, train_images: np.ndarray) -> int:
     """How many of `test_images` are byte-identical to an image of the training set."""
-    trained = image_hashes(train_images)
-    return sum(hashlib.blake2b(image.tobytes(), digest_size=16).digest() in trained for image in test_images)
+    trained = {image_hash(image) for image in train_images}
+    return sum(image_hash(image) in trained for image in test_images)
 
 
 def why_not_comparable(

@@ -27,11 +27,12 @@ REASON_TAG = "promotion.reason"
 DECIDED_BY_TAG = "promotion.run_id"  # the promote run that decided
 COMPARED_WITH_TAG = "promotion.compared_with"  # the champion version it was compared with
 ROLLED_BACK_TAG = "promotion.rolled_back"  # when a rollback took the alias away from it
-# On the promote run: the champion the registry has after it (Champion.identity, or "none").
+# On the promote run: the champion the registry has after it (Champion.identity, or NO_CHAMPION).
 CHAMPION_AFTER_TAG = "promotion.champion_after"
 MODEL_DIGEST_TAG = "model.digest"
 DATA_DIGEST_TAG = "data.digest"
 IMAGE_TAG = "image"
+NO_CHAMPION = "none"  # the alias names no version (a parameter, a tag and a key input say so)
 LOGGED_MODEL_NAME = "model"  # the train step's ONNX model (mlflow.onnx.log_model(name=...))
 
 

@@ -65,7 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def expected_champion(client: MlflowClient, args: argparse.Namespace) -> registry.Champion | None:
     """The champion now, checked against the one the pipeline planned with."""
     now = registry.champion(client, args.registered_model, args.alias)
-    if args.champion_version != CURRENT and (now.version if now else "none") != args.champion_version:
+    if (
+        args.champion_version != CURRENT
+        and (now.version if now else registry.NO_CHAMPION) != args.champion_version
+    ):
         named = f"version {now.version}" if now else "no version"
         raise registry.ChampionMoved(
             f"{args.registered_model}@{args.alias} names {named}, "
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.set_tags({
             "registered_model": args.registered_model,
             "registered_version": version,
-            registry.CHAMPION_AFTER_TAG: after.identity if after else "none",
+            registry.CHAMPION_AFTER_TAG: after.identity if after else registry.NO_CHAMPION,
         })  # fmt: skip
         log_decision(verdict, report, comparison, version)
 
