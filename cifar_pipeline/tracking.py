@@ -74,10 +74,11 @@ def upstream_tag(param: str) -> str:
     return UPSTREAM_PREFIX + param
 
 
-def require_step_run(run_id: str, step: str, client: MlflowClient | None = None) -> Run:
-    """Return the run if it is a FINISHED run of `step` with its artifacts; else raise."""
+def require_step_run(run_id: str, step: str, client: MlflowClient | None = None, label: str = "") -> Run:
+    """Return the run if it is a FINISHED run of `step` with its artifacts; else raise,
+    naming it as `label` (default: the parameter that passes it on, e.g. data_run_id='...')."""
     client = client or MlflowClient()
-    label = f"{PRODUCES.get(step, 'run_id')}={run_id!r}"
+    label = label or f"{PRODUCES.get(step, 'run_id')}={run_id!r}"
     if not run_id or not run_id.isalnum():
         raise UpstreamError(f"{label}: not a run ID (expected 32 hex characters)")
     try:

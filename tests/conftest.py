@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 from docker.errors import DockerException
+from PIL import Image
 
 from cifar_pipeline.dataset import Split
 from cifar_pipeline.sources import cifar10
@@ -29,6 +30,22 @@ def write_cifar_tarball(path: Path, count: int = 120, seed: int = 0) -> tuple[Sp
     train, test = split(), split()
     cifar10.write_archive(path, train, test, CLASS_NAMES)
     return train, test
+
+
+def noise_image(rng: np.random.Generator, size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    """An image of random pixels: no two alike, none blank, as a data set's photos are."""
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], *channels), dtype=np.uint8), mode)
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """Class folders of PNGs of random pixels, of mixed sizes."""
+    rng = np.random.default_rng(seed)
+    for name, count in per_class.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            noise_image(rng, (32 + 3 * i, 30)).save(root / name / f"{i}.png")
+    return root
 
 
 def md5_spec(path: Path) -> str:

@@ -7,6 +7,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from cifar_pipeline.orchestrator import validation
 from cifar_pipeline.orchestrator.cli import expand_overrides
 from cifar_pipeline.orchestrator.containers import step_docker_args
 from cifar_pipeline.orchestrator.images import repository
@@ -32,11 +33,23 @@ def test_step_parameters_match_each_step_mlproject(source: str, tmp_path: Path) 
     cfg = _compose([f"data={source}", f"data.data_url={tmp_path}" if source == "imagefolder" else "seed=0"])
     upstream = {"data_run_id": "d", "model_run_id": "m", "image_run_id": "i", "systemtest_run_id": "s"}
     upstream["resume_run_id"] = "r"
+    resolved = {  # what the pipeline resolves as the step starts
+        "fetch": {**validation.settings(cfg.validation), "reference_run_id": "f"},
+        "promote": {"champion_version": "1"},
+    }
     for step in STEPS:
         declared = yaml.safe_load((ROOT / "steps" / step / "MLproject").read_text())
         accepted = set(declared["entry_points"]["main"]["parameters"])
-        assert set(step_parameters(step, cfg, upstream)) <= accepted, step
+        assert set(step_parameters(step, cfg, upstream, resolved.get(step))) <= accepted, step
         assert declared["docker_env"]["image"] == f"{repository(step)}:latest"
+
+
+def test_fetch_mlproject_defaults_are_the_validation_defaults() -> None:
+    """Running the fetch step alone validates as the pipeline does by default."""
+    declared = yaml.safe_load((ROOT / "steps" / "fetch" / "MLproject").read_text())
+    parameters = declared["entry_points"]["main"]["parameters"]
+    defaults = validation.settings(_compose([]).validation)
+    assert {name: parameters[name]["default"] for name in defaults} == defaults
 
 
 def test_unknown_source_names_the_choices() -> None:

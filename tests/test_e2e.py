@@ -21,19 +21,20 @@ from pathlib import Path
 
 import docker
 import mlflow
+import numpy as np
 import pytest
 import requests
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from PIL import Image
 
 from cifar_pipeline.code_trace import file_sha256
 from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
 from cifar_pipeline.orchestrator.step_container import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
+from cifar_pipeline.sources import cifar10
 from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, FETCH, STEP_TAG, STEPS, require_step_run
-from tests.conftest import md5_spec, write_cifar_tarball
+from tests.conftest import CLASS_NAMES, md5_spec, noise_image, write_cifar_tarball
 from tests.http_files import FileServer, serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -756,6 +757,16 @@ def test_a_failed_push_fails_the_build_and_leaves_no_image(
             "promote.tolerance=-0.1: expected a number",
         ),
         (
+            ["source=digits", "overrides=validation.max_pixel_divergence=1.5"],
+            {},
+            "validation.max_pixel_divergence=1.5: expected a number from 0 to 1",
+        ),
+        (
+            ["source=digits", "overrides=validation.reference=0123456789abcdef0123456789abcdef"],
+            {},
+            "validation.reference='0123456789abcdef0123456789abcdef': no such run",
+        ),
+        (
             ["resume=0123456789abcdef0123456789abcdef"],
             {},
             "resume='0123456789abcdef0123456789abcdef': no such run",
@@ -849,13 +860,14 @@ def test_remote_tracking_server_restarted_mid_training(project: Path, tmp_path: 
 
 
 def write_pets(root: Path, empty_class: str = "") -> Path:
-    """A small image folder: PNG and JPEG of mixed sizes, one greyscale, one RGBA."""
-    for name, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+    """A small image folder of random pixels: PNG and JPEG of mixed sizes, one greyscale, one RGBA."""
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
         (root / name).mkdir(parents=True)
         for i in range(5):
-            Image.new("RGB", (20 + 7 * i, 24), colour).save(root / name / f"{i}.png")
-        Image.new("L", (50, 40), 128).save(root / name / "grey.jpg")
-        Image.new("RGBA", (33, 33), (*colour, 128)).save(root / name / "alpha.png")
+            noise_image(rng, (20 + 7 * i, 24)).save(root / name / f"{i}.png")
+        noise_image(rng, (50, 40), "L").save(root / name / "grey.jpg")
+        noise_image(rng, (33, 33), "RGBA").save(root / name / "alpha.png")
     if empty_class:
         (root / empty_class).mkdir()
     return root
@@ -901,4 +913,32 @@ def test_pipeline_refuses_an_empty_class_naming_it(
     fetch = children(local_store, parent)[FETCH]
     assert fetch.info.status == "FAILED"
     assert {a.path for a in local_store.list_artifacts(fetch.info.run_id)} == {"logs"}  # nothing partial
+    assert leftover_containers() == []
+
+
+def test_a_test_image_in_the_training_split_stops_the_pipeline_before_training(
+    project: Path, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    train, test = write_cifar_tarball(tmp_path / "cifar.tar.gz", count=150)
+    train.images[[0, 7, 8]] = test.images[[3, 5, 5]]  # two test images leak, one of them twice
+    tarball = tmp_path / "leaky.tar.gz"
+    cifar10.write_archive(tarball, train, test, CLASS_NAMES)
+    result = mlflow_run(
+        project, "source=cifar10", f"data_url={tarball}", f"data_checksum={md5_spec(tarball)}",
+        "overrides=validation.reference=none",
+    )  # fmt: skip
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "stopping before training: error: leakage: 3 test images also in the training split" in output
+    parent = pipeline_runs(local_store)[0]
+    assert parent.info.status == "FAILED"
+    steps = children(local_store, parent)
+    assert set(steps) == {FETCH}  # no training run was started
+    fetch = steps[FETCH]
+    assert fetch.info.status == "FAILED"
+    assert {a.path for a in local_store.list_artifacts(fetch.info.run_id)} == {"logs", "validation"}
+    summary = Path(
+        local_store.download_artifacts(parent.info.run_id, "summary.txt", str(tmp_path))
+    ).read_text()
+    assert "data validation: error: leakage: 3 test images" in summary
     assert leftover_containers() == []

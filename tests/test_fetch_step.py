@@ -15,7 +15,7 @@ from cifar_pipeline.dataset import Dataset, read_dataset
 from cifar_pipeline.sources.errors import SourceError
 from cifar_pipeline.tracking import FETCH, REQUIRED_ARTIFACTS, STEP_TAG, require_step_run
 from steps.fetch import step
-from tests.conftest import md5_spec
+from tests.conftest import md5_spec, write_image_folder
 from tests.http_files import FileServer, serve
 
 
@@ -95,15 +95,12 @@ def test_cifar10_from_http_mirror_with_reuse_by_checksum(mlflow_store: str, cifa
 
 
 def test_imagefolder_directory(mlflow_store: str, tmp_path: Path) -> None:
-    for name, colour in (("cat", (200, 10, 10)), ("dog", (10, 10, 200))):
-        (tmp_path / "pets" / name).mkdir(parents=True)
-        for i in range(4):
-            Image.new("RGB", (40 + i, 30), colour).save(tmp_path / "pets" / name / f"{i}.png")
+    write_image_folder(tmp_path / "pets", {"cat": 8, "dog": 8})
     step.main(["--source", "imagefolder", "--data-url", str(tmp_path / "pets"), "--test-fraction", "0.25"])
     client = MlflowClient(mlflow_store)
     dataset = fetched(client, last_run(client).info.run_id, tmp_path / "out")
     assert dataset.class_names == ["cat", "dog"]
-    assert dataset.manifest["class_counts"] == {"train": [3, 3], "test": [1, 1]}
+    assert dataset.manifest["class_counts"] == {"train": [6, 6], "test": [2, 2]}
     assert dataset.manifest["source"]["input_digest"].startswith("sha256:")
 
 

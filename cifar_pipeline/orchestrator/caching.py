@@ -9,6 +9,7 @@ A step's key hashes what decides its output, besides its code:
 - the content digests of its inputs: the data's digest (`data.digest` of the fetch run),
   the model's (`model.digest` of the train run), the inference image's ID (`image.id` of the
   build run); for fetch, the data source's checksum or, for local files, a fingerprint;
+  also the data digest of the reference its data is validated against ("none" without one);
   for promote, the candidate's model, data and image, and the champion it is compared
   with (registry version and model digest).
 
@@ -22,7 +23,8 @@ Each run records its key (tag `pipeline.step_key`) and the components
 (`step_key.json`), so a later run can say which of them changed. A promote run that moved
 the alias also records the key it would have with the champion it left behind
 (`pipeline.step_key_after`): its decision stands while the registry is in the state it
-saw or the state it made, so an unchanged re-run after a promotion reuses it.
+saw or the state it made, so an unchanged re-run after a promotion reuses it. Likewise a
+fetch run validated without a reference stands for validation against its own data.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ UPSTREAM_DIGEST_TAG = {
 PROMOTE_INPUTS = (("model", "model_run_id", "model.digest"), ("data", "data_run_id", "data.digest"),
                   ("image", "image_run_id", "image.id"))  # fmt: skip
 # The champion is an input (its identity), not a parameter: see StepCache.record.
-NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id", "champion_version"}
+# So is fetch's validation reference (its data digest is the input).
+NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id", "champion_version", "reference_run_id"}
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,12 @@ from omegaconf import DictConfig
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
-from cifar_pipeline.orchestrator import orphans, promotion
+from cifar_pipeline.orchestrator import orphans, promotion, validation
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
     REUSED_STEP_TAG,
     StepCache,
+    StepKey,
     parse_rerun,
 )
 from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu
@@ -120,6 +121,10 @@ class Pipeline:
         self.results: list[StepResult] = []
         self.containers = StepContainers(self.client, stop_grace=30.0)
         self.promotion = ""  # the promote step's verdict, for the summary
+        self.validation: list[str] = []  # the fetch step's anomalies, for the summary
+        self.promotion_on = True
+        self.validation_settings: dict[str, Any] = {}
+        self.reference = validation.Reference.none("no reference")
 
     def hurry(self, signum: int) -> None:
         self.containers.hurry(signum)
@@ -154,7 +159,9 @@ class Pipeline:
         if not isinstance(self.cfg.cache.enabled, bool):
             raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
         self.containers.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
-        if not promotion.check_settings(self.cfg.promote):
+        self.validation_settings = validation.settings(self.cfg.validation)
+        self.promotion_on = promotion.check_settings(self.cfg.promote)
+        if not self.promotion_on:
             steps = [step for step in steps if step != PROMOTE]
             self.promotion = "off: promote.registered_model is empty, nothing registered"
         elif PROMOTE in steps:
@@ -175,12 +182,8 @@ class Pipeline:
         for step in steps:
             param = UPSTREAM_PARAM.get(step)
             mounts = [data_mount] if step == FETCH and data_mount else []
-            champion_version, extra_inputs = "current", dict[str, str]()
-            if step == PROMOTE:  # the champion as it is now, after training and testing
-                champion_version, extra_inputs = promotion.champion_inputs(
-                    promotion.champion(self.client, self.cfg.promote)
-                )
-            params = step_parameters(step, self.cfg, upstream, champion_version)
+            resolved, extra_inputs = self._resolve(step)
+            params = step_parameters(step, self.cfg, upstream, resolved)
             log.info("step %s: building its environment", step)
             environment = images.environment(step)
             try:
@@ -204,9 +207,14 @@ class Pipeline:
                     raise
                 result.reasons = decision.reasons
                 if result.status == FINISHED and decision.key is not None:
-                    after = promotion.key_after(decision.key, self.client.get_run(result.run_id))
+                    after = self._key_after(step, decision.key, result.run_id)
                     cache.record(result.run_id, decision.key, after)
             self.results.append(result)
+            if step == FETCH:
+                fetch_run = self.client.get_run(result.run_id)
+                self.validation = validation.summary_lines(fetch_run, self.reference)
+                if refusal := validation.refusal(fetch_run):
+                    raise PipelineError(refusal)
             if result.status != FINISHED:
                 raise PipelineError(
                     f"step {step} {result.status} (run {result.run_id}"
@@ -221,6 +229,27 @@ class Pipeline:
             if step in PRODUCES:
                 upstream[PRODUCES[step]] = result.run_id
                 mlflow.set_tag(f"pipeline.{PRODUCES[step]}", result.run_id)
+
+    def _resolve(self, step: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Parameters and key inputs that depend on the registry as the step starts."""
+        if step == PROMOTE:  # the champion as it is now, after training and testing
+            version, inputs = promotion.champion_inputs(promotion.champion(self.client, self.cfg.promote))
+            return {"champion_version": version}, inputs
+        if step == FETCH:  # validated against the champion's data, unless configured otherwise
+            champion = promotion.champion(self.client, self.cfg.promote) if self.promotion_on else None
+            self.reference = validation.reference(self.client, self.cfg.validation, champion)
+            log.info("step fetch: data validated against %s", self.reference.note)
+            resolved = {**self.validation_settings, "reference_run_id": self.reference.run_id}
+            return resolved, {validation.KEY_INPUT: self.reference.data_digest}
+        return {}, {}
+
+    def _key_after(self, step: str, key: StepKey, run_id: str) -> StepKey | None:
+        """A second key the finished run's output also stands under (see caching.py)."""
+        if step == PROMOTE:
+            return promotion.key_after(key, self.client.get_run(run_id))
+        if step == FETCH:
+            return validation.key_after(key, self.client.get_run(run_id))
+        return None
 
     def _stop_unless_blessed(self, train_run_id: str) -> None:
         run = self.client.get_run(train_run_id)
@@ -360,6 +389,7 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
         raise
     finally:
         table = summary_table(pipeline.results)
+        table += "".join(f"\ndata validation: {line}" for line in pipeline.validation)
         if pipeline.promotion:
             table += f"\npromotion: {pipeline.promotion}"
             mlflow.set_tag("pipeline.promotion", pipeline.promotion[:5000])
@@ -371,6 +401,7 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
                 "error": error,
                 "steps": [asdict(r) for r in pipeline.results],
                 "promotion": pipeline.promotion,
+                "validation": pipeline.validation,
             },
             "summary.json",
         )

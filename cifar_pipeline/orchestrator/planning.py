@@ -196,12 +196,14 @@ def local_data_path(data: DictConfig) -> Path | None:
 
 
 def step_parameters(
-    step: str, cfg: DictConfig, upstream: dict[str, str], champion_version: str = "current"
+    step: str, cfg: DictConfig, upstream: dict[str, str], resolved: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The step's MLproject parameters. `champion_version` (promote): the version the
-    registry's alias names as the pipeline plans the step, or "none"."""
+    """The step's MLproject parameters. `resolved`: those the pipeline resolves as it plans the
+    step: fetch's validation settings and `reference_run_id`; promote's `champion_version`
+    (the version the registry's alias names, or "none")."""
+    resolved = resolved or {}
     if step == FETCH:
-        params = {**as_dict(cfg.data), "seed": cfg.seed}
+        params = {**as_dict(cfg.data), "seed": cfg.seed, **resolved}
         local = local_data_path(cfg.data)
         return {**params, "data_url": str(local)} if local else params
     if step == TRAIN:
@@ -221,5 +223,5 @@ def step_parameters(
         "systemtest_run_id": upstream["systemtest_run_id"],
         **as_dict(cfg.promote),
         "force": str(cfg.promote.force).lower(),
-        "champion_version": champion_version,
+        "champion_version": resolved.get("champion_version", "current"),
     }

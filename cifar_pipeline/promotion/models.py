@@ -4,7 +4,6 @@ compared fairly on the candidate's test split."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from cifar_pipeline.checksums import file_digest
 from cifar_pipeline.onnx_inference import onnx_logits
 from cifar_pipeline.tracking import FETCH, UpstreamError, download, lineage, require_step_run
+from cifar_pipeline.validation.statistics import image_hashes
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,11 @@ def load_served_model(
     return ServedModel(label, run_id, path, metadata, digest)
 
 
-def image_hash(image: np.ndarray) -> bytes:
-    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
-
-
 def seen_in_training(test_images: np.ndarray, train_images: np.ndarray) -> int:
-    """How many of `test_images` are byte-identical to an image of the training set."""
-    trained = {image_hash(image) for image in train_images}
-    return sum(image_hash(image) in trained for image in test_images)
+    """How many of `test_images` are byte-identical to an image of the training set (the
+    same image identity as the fetch step's leakage check)."""
+    trained = set(image_hashes(train_images))
+    return sum(digest in trained for digest in image_hashes(test_images))
 
 
 def why_not_comparable(

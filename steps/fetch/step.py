@@ -1,8 +1,12 @@
-"""fetch: turn a data source into the dataset format and log it, with pictures, as the run's artifacts.
+"""fetch: turn a data source into the dataset format, validate it, and log it, with pictures,
+as the run's artifacts.
 
 Artifacts: data/{train,test}_{images,labels}.npy, data/manifest.json, plots/samples.png,
-plots/class_balance.png. Everything is written to a staging folder and logged in one call
-at the end, so a refused or failed fetch leaves no data artifact behind (only its log).
+plots/class_balance.png, validation/{statistics,schema,report}.json, validation/report.png.
+Everything is written to a staging folder and logged in one call at the end, so a refused or
+failed fetch leaves no data artifact behind (only its log). Data that fails a validation
+check whose policy is "error" is refused the same way; its validation report is logged, so
+the run shows why.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import mlflow
 from mlflow.data.numpy_dataset import from_numpy
+from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import data_plots
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
@@ -24,6 +29,10 @@ from cifar_pipeline.dataset import Dataset, read_dataset, write_dataset
 from cifar_pipeline.sources.download import RetryPolicy
 from cifar_pipeline.sources.request import FetchRequest
 from cifar_pipeline.tracking import FETCH, download, find_reusable_run, step_run
+from cifar_pipeline.validation import checks, report, statistics
+from cifar_pipeline.validation.artifacts import FOLDER
+from cifar_pipeline.validation.reference import load_reference
+from cifar_pipeline.validation.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +49,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=parse_int, default=0)
     parser.add_argument("--reuse", type=parse_bool, default=False)
     parser.add_argument("--download-attempts", type=parse_int, default=5)
+    parser.add_argument("--reference-run-id", default="", help="fetch run to validate against; empty: none")
+    for name, default in Settings().as_params().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", default=default, type=_setting)
     return parser.parse_args(argv)
+
+
+def _setting(value: str) -> str | float:
+    """A validation setting as MLflow passes it: a policy name, or a number ("5", "0.05")."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+class Reference:
+    """What this data is validated against: a fetch run's statistics and schema, or nothing."""
+
+    def __init__(self, run_id: str) -> None:
+        self.identity: dict[str, str] | None = None
+        self.statistics: dict[str, Any] | None = None
+        self.schema: dict[str, Any] | None = None
+        self.note = "no reference: the schema is inferred from this data; no drift checks"
+        if run_id:
+            self.identity, self.statistics, self.schema = load_reference(run_id, MlflowClient())
+            self.note = f"fetch run {run_id} (data {self.identity['data_digest'][:12]})"
+
+
+def validate(dataset: Dataset, settings: Settings, reference: Reference, stage: Path) -> None:
+    """Statistics, schema and every check into stage/validation; refuse the data on an error."""
+    stats = statistics.compute(dataset.train, dataset.test, dataset.class_names, settings.blank_std)
+    found = checks.validate(stats, settings, reference.statistics, reference.schema)
+    content = report.write(
+        stage / FOLDER, stats, checks.infer_schema(stats, settings), found,
+        reference.statistics, reference.identity, reference.note,
+    )  # fmt: skip
+    mlflow.set_tags(report.tags(content, found))
+    mlflow.log_metrics(report.metrics(found))
+    log.info(
+        "data validation %s, %d anomalies; reference: %s",
+        content["status"],
+        content["anomalies"],
+        reference.note,
+    )
+    for check in found:
+        if check.anomaly:
+            log.warning("data validation: %s", check.line())
+    if failed := checks.blocking(found):
+        mlflow.log_artifacts(str(stage / FOLDER), FOLDER)  # why, for people; no data
+        raise report.ValidationFailed(failed)
 
 
 def fetch_fresh(request: FetchRequest, work_dir: Path, stage: Path) -> Dataset:
@@ -98,7 +155,9 @@ def log_dataset(dataset: Dataset, source_name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    settings = Settings.parse(vars(args), prefix="")  # names as MLproject has them
     with step_run(FETCH) as run, tempfile.TemporaryDirectory(prefix="fetch-") as work:
+        reference = Reference(args.reference_run_id)  # before the download: a bad one fails fast
         request = FetchRequest(
             source=args.source,
             data_url=args.data_url,
@@ -126,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             dataset = fetch_fresh(request, work_dir, stage)
             shutil.rmtree(work_dir / "extracted", ignore_errors=True)
+        validate(dataset, settings, reference, stage)
         log_dataset(dataset, args.source)
         mlflow.log_artifacts(str(stage))  # the only artifact call: nothing partial is ever logged
         log.info("logged %d train / %d test images, %d classes, digest %s",
