@@ -4,7 +4,10 @@ that the suite leaves the user's images and containers alone."""
 from __future__ import annotations
 
 import hashlib
+import shutil
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import docker
@@ -12,6 +15,7 @@ import mlflow
 import numpy as np
 import pytest
 from docker.errors import DockerException
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cifar_pipeline.dataset import Split
@@ -58,9 +62,23 @@ def cifar_tarball(tmp_path: Path) -> tuple[Path, tuple[Split, Split]]:
     return path, write_cifar_tarball(path)
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite tracking store, made once: creating one runs MLflow's ~50 schema
+    migrations (seconds), copying it takes milliseconds."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def mlflow_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh sqlite tracking store for the test, with artifacts under tmp_path."""
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
+    with closing(sqlite3.connect(tmp_path / "mlflow.db")) as db, db:
+        # The default experiment keeps its artifacts where the store was made: here, under tmp_path.
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   (str(tmp_path / "mlruns" / "0"),))  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

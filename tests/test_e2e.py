@@ -920,7 +920,7 @@ def test_a_test_image_in_the_training_split_stops_the_pipeline_before_training(
     project: Path, local_store: MlflowClient, tmp_path: Path
 ) -> None:
     train, test = write_cifar_tarball(tmp_path / "cifar.tar.gz", count=150)
-    train.images[[0, 7, 8]] = test.images[[3, 5, 5]]  # two test images leak, one of them twice
+    train.images[[0, 7, 8]] = test.images[[3, 5, 5]]  # two test images leak, one into train twice
     tarball = tmp_path / "leaky.tar.gz"
     cifar10.write_archive(tarball, train, test, CLASS_NAMES)
     result = mlflow_run(
@@ -929,7 +929,7 @@ def test_a_test_image_in_the_training_split_stops_the_pipeline_before_training(
     )  # fmt: skip
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "stopping before training: error: leakage: 3 test images also in the training split" in output
+    assert "stopping before training: error: leakage: 2 test images also in the training split" in output
     parent = pipeline_runs(local_store)[0]
     assert parent.info.status == "FAILED"
     steps = children(local_store, parent)
@@ -940,5 +940,5 @@ def test_a_test_image_in_the_training_split_stops_the_pipeline_before_training(
     summary = Path(
         local_store.download_artifacts(parent.info.run_id, "summary.txt", str(tmp_path))
     ).read_text()
-    assert "data validation: error: leakage: 3 test images" in summary
+    assert "data validation: error: leakage: 2 test images" in summary
     assert leftover_containers() == []
