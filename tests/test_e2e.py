@@ -668,19 +668,26 @@ def test_two_point_sweep_shares_one_fetch_run(
 
 
 def test_a_parallel_sweep_runs_its_points_at_once(
-    project: Path, first_run: Run, local_store: MlflowClient
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
+    """The points of the sweep above, each in a process of its own at the same time; each
+    re-runs its system test (a container per point at once), the rest comes from the cache."""
     result = mlflow_run(
-        project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.03,0.04 sweep.parallel=2"
-    )
+        project, "source=digits", "epochs=1", "rerun=systemtest",
+        "overrides=-m optim.lr=0.02,0.05 sweep.parallel=2",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"])[0]
     assert sweep.info.status == "FINISHED"
     points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
-    assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.03", "optim.lr=0.04"]
+    assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.02", "optim.lr=0.05"]
     assert all(p.info.status == "FINISHED" for p in points)
     first, second = sorted(points, key=lambda p: p.info.start_time)
     assert second.info.start_time < first.info.end_time  # the two ran at the same time
+    summaries = [summary_steps(local_store, point, tmp_path / point.info.run_id) for point in points]
+    assert all(s["systemtest"]["action"] == "ran" for s in summaries)
+    assert len({s["systemtest"]["run_id"] for s in summaries}) == 2
+    assert leftover_containers() == []
 
 
 @pytest.fixture(scope="module")
