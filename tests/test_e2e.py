@@ -948,4 +948,8 @@ def test_a_test_image_in_the_training_split_stops_the_pipeline_before_training(
         local_store.download_artifacts(parent.info.run_id, "summary.txt", str(tmp_path))
     ).read_text()
     assert "data validation: error: leakage: 2 test images" in summary
+    assert (
+        parent.data.tags["pipeline.validation"]
+        == "failed against no reference (validation.reference=none): 1 anomaly"
+    )
     assert leftover_containers() == []

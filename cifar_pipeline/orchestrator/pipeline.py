@@ -390,6 +390,8 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
     finally:
         table = summary_table(pipeline.results)
         table += "".join(f"\ndata validation: {line}" for line in pipeline.validation)
+        if pipeline.validation:  # e.g. "warned against the data of champion version 3: 1 anomaly"
+            mlflow.set_tag("pipeline.validation", pipeline.validation[0][:5000])
         if pipeline.promotion:
             table += f"\npromotion: {pipeline.promotion}"
             mlflow.set_tag("pipeline.promotion", pipeline.promotion[:5000])
