@@ -34,7 +34,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -98,6 +98,10 @@ class StepKey:
 
     def components(self) -> dict[str, Any]:
         return {"key": self.digest, **asdict(self)}
+
+    def with_input(self, name: str, value: str) -> StepKey:
+        """The same key with one input set otherwise (a key the output also stands under)."""
+        return replace(self, inputs={**self.inputs, name: value})
 
 
 @dataclass

@@ -55,6 +55,7 @@ from cifar_pipeline.orchestrator.requirements import RequirementsError
 from cifar_pipeline.orchestrator.status_guard import guard_killed_run
 from cifar_pipeline.orchestrator.step_container import StepContainers, StepResult
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
+from cifar_pipeline.promotion.registry import Champion
 from cifar_pipeline.tracking import (
     FETCH,
     KILLED,
@@ -122,9 +123,11 @@ class Pipeline:
         self.containers = StepContainers(self.client, stop_grace=30.0)
         self.promotion = ""  # the promote step's verdict, for the summary
         self.validation: list[str] = []  # the fetch step's anomalies, for the summary
-        self.promotion_on = True
         self.validation_settings: dict[str, Any] = {}
         self.reference = validation.Reference.none("no reference")
+        self.planned_champion: Champion | None = (
+            None  # as the pipeline planned (None: none, or promotion off)
+        )
 
     def hurry(self, signum: int) -> None:
         self.containers.hurry(signum)
@@ -160,12 +163,11 @@ class Pipeline:
             raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
         self.containers.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
         self.validation_settings = validation.settings(self.cfg.validation)
-        self.promotion_on = promotion.check_settings(self.cfg.promote)
-        if not self.promotion_on:
+        if not promotion.check_settings(self.cfg.promote):
             steps = [step for step in steps if step != PROMOTE]
             self.promotion = "off: promote.registered_model is empty, nothing registered"
-        elif PROMOTE in steps:
-            promotion.champion(self.client, self.cfg.promote)  # a broken champion stops us before training
+        elif PROMOTE in steps:  # a broken champion stops us before training; fetch validates against its data
+            self.planned_champion = promotion.champion(self.client, self.cfg.promote)
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
         docker = docker_utils.connect()
@@ -236,8 +238,7 @@ class Pipeline:
             version, inputs = promotion.champion_inputs(promotion.champion(self.client, self.cfg.promote))
             return {"champion_version": version}, inputs
         if step == FETCH:  # validated against the champion's data, unless configured otherwise
-            champion = promotion.champion(self.client, self.cfg.promote) if self.promotion_on else None
-            self.reference = validation.reference(self.client, self.cfg.validation, champion)
+            self.reference = validation.reference(self.client, self.cfg.validation, self.planned_champion)
             log.info("step fetch: data validated against %s", self.reference.note)
             resolved = {**self.validation_settings, "reference_run_id": self.reference.run_id}
             return resolved, {validation.KEY_INPUT: self.reference.data_digest}

@@ -4,7 +4,6 @@ promotion line of the pipeline's summary."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -66,7 +65,7 @@ def key_after(key: StepKey | None, promote_run: Any) -> StepKey | None:
     after = promote_run.data.tags.get(registry.CHAMPION_AFTER_TAG)
     if key is None or not after:
         return None
-    return replace(key, inputs={**key.inputs, "champion": after})
+    return key.with_input("champion", after)
 
 
 def summary_line(client: MlflowClient, promote_run_id: str) -> str:

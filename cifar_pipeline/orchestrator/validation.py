@@ -5,7 +5,7 @@ validation lines of the pipeline's summary."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow.entities import Run
@@ -74,7 +74,7 @@ def key_after(key: StepKey | None, fetch_run: Run) -> StepKey | None:
     digest = fetch_run.data.tags.get("data.digest", "")
     if key is None or key.inputs.get(KEY_INPUT) != NONE or not digest:
         return None
-    return replace(key, inputs={**key.inputs, KEY_INPUT: digest})
+    return key.with_input(KEY_INPUT, digest)
 
 
 def summary_lines(fetch_run: Run, reference: Reference) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,25 @@ def require_reference(run_id: str, client: MlflowClient, setting: str = "referen
     return {"run_id": run_id, "data_digest": run.data.tags.get("data.digest", "")}
 
 
-def load_reference(
-    run_id: str, client: MlflowClient
-) -> tuple[dict[str, str], dict[str, Any], dict[str, Any] | None]:
-    """The reference's identity, statistics and schema (None if it logged none)."""
+@dataclass(frozen=True)
+class ReferenceData:
+    """What the fetch step validates against: a fetch run's statistics and schema, or nothing."""
+
+    identity: dict[str, str] | None = None  # {"run_id", "data_digest"}
+    statistics: dict[str, Any] | None = None
+    schema: dict[str, Any] | None = None  # None: the run logged none
+    note: str = "no reference: the schema is inferred from this data; no drift checks"
+
+
+def load_reference(run_id: str, client: MlflowClient) -> ReferenceData:
+    """The reference run's statistics and schema; none for an empty run ID."""
+    if not run_id:
+        return ReferenceData()
     identity = require_reference(run_id, client)
     with tempfile.TemporaryDirectory(prefix="reference-") as work:
         folder = Path(client.download_artifacts(run_id, FOLDER, work))
         statistics = json.loads((folder / STATISTICS).read_text())
         schema_path = folder / SCHEMA
         schema = json.loads(schema_path.read_text()) if schema_path.is_file() else None
-    return identity, statistics, schema
+    note = f"fetch run {run_id} (data {identity['data_digest'][:12]})"
+    return ReferenceData(identity, statistics, schema, note)

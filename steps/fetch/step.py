@@ -31,7 +31,7 @@ from cifar_pipeline.sources.request import FetchRequest
 from cifar_pipeline.tracking import FETCH, download, find_reusable_run, step_run
 from cifar_pipeline.validation import checks, report, statistics
 from cifar_pipeline.validation.artifacts import FOLDER
-from cifar_pipeline.validation.reference import load_reference
+from cifar_pipeline.validation.reference import ReferenceData, load_reference
 from cifar_pipeline.validation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,20 +63,7 @@ def _setting(value: str) -> str | float:
         return value
 
 
-class Reference:
-    """What this data is validated against: a fetch run's statistics and schema, or nothing."""
-
-    def __init__(self, run_id: str) -> None:
-        self.identity: dict[str, str] | None = None
-        self.statistics: dict[str, Any] | None = None
-        self.schema: dict[str, Any] | None = None
-        self.note = "no reference: the schema is inferred from this data; no drift checks"
-        if run_id:
-            self.identity, self.statistics, self.schema = load_reference(run_id, MlflowClient())
-            self.note = f"fetch run {run_id} (data {self.identity['data_digest'][:12]})"
-
-
-def validate(dataset: Dataset, settings: Settings, reference: Reference, stage: Path) -> None:
+def validate(dataset: Dataset, settings: Settings, reference: ReferenceData, stage: Path) -> None:
     """Statistics, schema and every check into stage/validation; refuse the data on an error."""
     stats = statistics.compute(dataset.train, dataset.test, dataset.class_names, settings.blank_std)
     found = checks.validate(stats, settings, reference.statistics, reference.schema)
@@ -157,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = Settings.parse(vars(args), prefix="")  # names as MLproject has them
     with step_run(FETCH) as run, tempfile.TemporaryDirectory(prefix="fetch-") as work:
-        reference = Reference(args.reference_run_id)  # before the download: a bad one fails fast
+        reference = load_reference(args.reference_run_id, MlflowClient())  # before the download: fails fast
         request = FetchRequest(
             source=args.source,
             data_url=args.data_url,
