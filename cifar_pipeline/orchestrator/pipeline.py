@@ -13,7 +13,7 @@ IDs, the Docker engine, the GPU request.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -39,6 +39,7 @@ from cifar_pipeline.orchestrator.caching import (
 )
 from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu
 from cifar_pipeline.orchestrator.images import StepImages
+from cifar_pipeline.orchestrator.naming import pipeline_run_name, reused_step_run_name
 from cifar_pipeline.orchestrator.planning import (
     RESUME_INPUT_STEP,
     PipelineError,
@@ -49,11 +50,14 @@ from cifar_pipeline.orchestrator.planning import (
     plan_resume,
     resumed_config,
     step_parameters,
+    stop_after,
     validate_resume,
 )
 from cifar_pipeline.orchestrator.requirements import RequirementsError
 from cifar_pipeline.orchestrator.status_guard import guard_killed_run
 from cifar_pipeline.orchestrator.step_container import StepContainers, StepResult
+from cifar_pipeline.orchestrator.summary import Summary, write_summary
+from cifar_pipeline.orchestrator.sweep import POINT_TAG
 from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
 from cifar_pipeline.promotion.registry import Champion
 from cifar_pipeline.tracking import (
@@ -122,6 +126,7 @@ class Pipeline:
         self.results: list[StepResult] = []
         self.containers = StepContainers(self.client, stop_grace=30.0)
         self.promotion = ""  # the promote step's verdict, for the summary
+        self.left_out: list[str] = []  # steps after `until`, not run on purpose
         self.validation: list[str] = []  # the fetch step's anomalies, for the summary
         self.validation_settings: dict[str, Any] = {}
         self.reference = validation.Reference.none("no reference")
@@ -155,6 +160,7 @@ class Pipeline:
             mlflow.set_tag(f"pipeline.{PRODUCES[step]}", run_id)
         if TRAIN in finished:
             self._stop_unless_blessed(finished[TRAIN])
+        steps, self.left_out = stop_after(steps, str(self.cfg.get("stop_after") or ""))
         try:
             rerun = parse_rerun(self.cfg.cache.rerun, STEPS)
         except ValueError as exc:
@@ -166,7 +172,8 @@ class Pipeline:
         if not promotion.check_settings(self.cfg.promote):
             steps = [step for step in steps if step != PROMOTE]
             self.promotion = "off: promote.registered_model is empty, nothing registered"
-        elif PROMOTE in steps:  # a broken champion stops us before training; fetch validates against its data
+        elif PROMOTE in steps or FETCH in steps:
+            # a broken champion stops us before training; fetch validates against its data
             self.planned_champion = promotion.champion(self.client, self.cfg.promote)
         data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
         wants_gpu = self._wants_gpu(steps)
@@ -223,7 +230,7 @@ class Pipeline:
                     + (f", {param}={upstream[param]}" if param else "")
                     + "); its log is in the run's logs/ artifact"
                 )
-            if step == TRAIN:
+            if step == TRAIN and step != steps[-1]:
                 self._stop_unless_blessed(result.run_id)
             if step == PROMOTE:
                 self.promotion = promotion.summary_line(self.client, result.run_id)
@@ -279,7 +286,7 @@ class Pipeline:
         assert parent is not None
         record = self.client.create_run(
             parent.info.experiment_id,
-            run_name=f"{step} (reused)",
+            run_name=reused_step_run_name(step),
             tags={
                 "mlflow.parentRunId": parent.info.run_id,
                 PIPELINE_TAG: PIPELINE_NAME,
@@ -290,14 +297,6 @@ class Pipeline:
         )
         self.client.set_terminated(record.info.run_id, FINISHED)
         return StepResult(step, reused, FINISHED, 0.0, "reused", reasons)
-
-
-def summary_table(results: list[StepResult]) -> str:
-    lines = [f"{'step':<11}{'run id':<34}{'status':<10}{'action':<8}{'seconds':>8}"]
-    for r in results:
-        lines.append(f"{r.step:<11}{r.run_id:<34}{r.status:<10}{r.action:<8}{r.seconds:>8.1f}")
-        lines += [f"{'':<11}why: {reason}" for reason in r.reasons]
-    return "\n".join(lines)
 
 
 def image_present(docker: Any, image_id: str) -> bool:
@@ -367,6 +366,7 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
         mlflow.set_tag("pipeline.error", str(exc))
         mlflow.end_run(FAILED)
         return Outcome(1, run_id)
+    MlflowClient().update_run(run_id, name=pipeline_run_name(cfg, point_tags.get(POINT_TAG, "")))
     resolved = as_dict(cfg)
     mlflow.log_dict(resolved, "config.yaml")
     mlflow.log_params(flatten(resolved))
@@ -389,27 +389,16 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
         status, error = FAILED, f"{exc.__class__.__name__}: {exc}"
         raise
     finally:
-        table = summary_table(pipeline.results)
-        table += "".join(f"\ndata validation: {line}" for line in pipeline.validation)
-        if pipeline.validation:  # e.g. "warned against the data of champion version 3: 1 anomaly"
-            mlflow.set_tag("pipeline.validation", pipeline.validation[0][:5000])
-        if pipeline.promotion:
-            table += f"\npromotion: {pipeline.promotion}"
-            mlflow.set_tag("pipeline.promotion", pipeline.promotion[:5000])
-        log.info("pipeline %s (run %s)\n%s", status, run_id, table)
-        mlflow.log_text(table + "\n", "summary.txt")
-        mlflow.log_dict(
-            {
-                "status": status,
-                "error": error,
-                "steps": [asdict(r) for r in pipeline.results],
-                "promotion": pipeline.promotion,
-                "validation": pipeline.validation,
-            },
-            "summary.json",
+        summary = Summary(
+            status,
+            error,
+            pipeline.results,
+            validation=pipeline.validation,
+            promotion=pipeline.promotion,
+            left_out=pipeline.left_out,
+            until=str(cfg.get("stop_after") or ""),
         )
-        for result in pipeline.results:
-            mlflow.log_metric(f"seconds_{result.step}", result.seconds)
+        write_summary(summary, run_id, pipeline.client)
         if error:
             mlflow.set_tag("pipeline.error", error[:5000])
             log.error("pipeline %s: %s", "cancelled" if status == KILLED else "failed", error)

@@ -69,6 +69,20 @@ def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
     return list(STEPS), {}
 
 
+def stop_after(steps: list[str], until: str) -> tuple[list[str], list[str]]:
+    """The planned steps up to and including `until` ("": all), and those it leaves out."""
+    if not until:
+        return steps, []
+    if until not in STEPS:
+        raise PipelineError(f"until={until!r}: expected one of {', '.join(STEPS)}")
+    if until not in steps:
+        raise PipelineError(
+            f"until={until!r}: this pipeline runs {', '.join(steps) or 'no step'} only; expected one of those"
+        )
+    cut = steps.index(until) + 1
+    return steps[:cut], steps[cut:]
+
+
 def continue_unfinished_training(
     steps: list[str], upstream: dict[str, str], client: MlflowClient
 ) -> tuple[list[str], dict[str, str]]:
@@ -154,6 +168,7 @@ def resumed_config(cfg: DictConfig, client: MlflowClient) -> DictConfig:
     merged = OmegaConf.merge(cfg, earlier)
     assert isinstance(merged, DictConfig)
     merged.resume = {key: "" for key in merged.resume} | {"pipeline_run_id": run_id}
+    merged.stop_after = cfg.get("stop_after", "")  # where this invocation stops, not the earlier one
     log.info("resuming pipeline %s with its configuration", run_id)
     return merged
 

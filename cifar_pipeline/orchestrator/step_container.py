@@ -122,6 +122,7 @@ class StepContainers:
                 if isinstance(submitted, LocalSubmittedRun):
                     launcher = orphans.Owner.of(submitted.command_proc.pid)
                     self.client.set_tag(submitted.run_id, orphans.LAUNCHER_TAG, str(launcher))
+                self.client.update_run(submitted.run_id, name=step)  # not MLflow's random name
                 self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
                 self._record_source(submitted.run_id, step, parent.info.run_id)
                 self._wait(submitted, step, container)

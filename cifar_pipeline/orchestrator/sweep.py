@@ -78,6 +78,7 @@ def start_point(cfg: DictConfig, arguments: list[str]) -> dict[str, str]:
         _current = Sweep(keys=swept_keys(arguments), run_id=run.info.run_id)
         mlflow.set_tags({STEP_TAG: SWEEP_TAG_VALUE, PIPELINE_TAG: PIPELINE_NAME})
         mlflow.log_param("sweep.keys", ",".join(_current.keys))
+        MlflowClient().update_run(run.info.run_id, name=f"sweep {', '.join(_current.keys)}")
         log.info("sweep run %s over %s", run.info.run_id, ", ".join(_current.keys))
     return {POINT_TAG: point_label(cfg, _current.keys)}
 
