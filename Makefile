@@ -83,8 +83,12 @@ lint: dev-venv
 	ruff format --check .
 	mypy
 
+# MLflow 3's UI opens in its GenAI mode (traces, prompts); the pipelines' runs are under
+# "Model training", which ?workflowType=machine_learning selects.
+UI_PORT ?= 5000
 ui: venv
-	mlflow ui --backend-store-uri sqlite:///mlflow.db
+	@echo "pipeline runs: http://127.0.0.1:$(UI_PORT)/#/experiments/0/runs?workflowType=machine_learning"
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --port $(UI_PORT)
 
 clean:
 	rm -rf $(STATE) outputs multirun .pytest_cache .mypy_cache .ruff_cache

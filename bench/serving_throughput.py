@@ -3,7 +3,7 @@
     python -m bench.serving_throughput                      # the latest FINISHED build run
     python -m bench.serving_throughput --build-run-id <id> --seconds 20 --output serving.json
 
-Both servers serve the train run's ONNX model (`runs:/<train run>/model`, what the
+Both servers serve the train run's ONNX model (`models:/<its LoggedModel ID>`, what the
 registry's alias points at) with ONNX Runtime on this machine's CPUs, one server at a
 time, both on the host network (no port proxy in front of either). MLflow's scoring
 server gets one worker per CPU, the default of the images `mlflow models build-docker`
@@ -46,6 +46,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import docker_utils
+from cifar_pipeline.promotion.registry import logged_model_uri
 from cifar_pipeline.serving.app import available_cpus, load_model
 from cifar_pipeline.tracking import BUILD, STEP_TAG
 
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     build = client.get_run(build_run_id)
     image = build.data.tags["image.tag"]
     model_run_id = build.data.tags["pipeline.upstream.model_run_id"]
-    model_uri = f"runs:/{model_run_id}/model"
+    model_uri = logged_model_uri(client, model_run_id)
     log.info("build run %s: image %s, model %s", build_run_id, image, model_uri)
 
     picture = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8).tolist()

@@ -137,13 +137,17 @@ def download(run_id: str, artifact_path: str, dst: Path) -> Path:
 
 
 @contextmanager
-def step_run(step: str, upstream: dict[str, str] | None = None) -> Iterator[Run]:
+def step_run(
+    step: str, upstream: dict[str, str] | None = None, system_metrics: bool = False
+) -> Iterator[Run]:
     """The MLflow run of a step, tagged with the step and its lineage, logs attached.
 
     Under `mlflow run` the run already exists (MLFLOW_RUN_ID); `start_run` attaches
     to it. The step's log file is attached to the run whether the step succeeds or
     fails, so a failure keeps its logs. A step that succeeds also records the project
     files it loaded (CODE_TRACE_ARTIFACT), which decides when the run may be reused.
+    `system_metrics`: MLflow samples CPU, memory, disk, network (and GPU, with pynvml)
+    while the run lasts, for the UI's System metrics tab.
     """
     trace = code_trace.start()
     with tempfile.TemporaryDirectory(prefix=f"{step}-log-") as log_dir:
@@ -152,7 +156,7 @@ def step_run(step: str, upstream: dict[str, str] | None = None) -> Iterator[Run]
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
         try:
-            with cancellable(), mlflow.start_run() as run:
+            with cancellable(), mlflow.start_run(log_system_metrics=system_metrics) as run:
                 mlflow.set_tags({STEP_TAG: step, PIPELINE_TAG: PIPELINE_NAME})
                 mlflow.set_tags({upstream_tag(k): v for k, v in (upstream or {}).items() if v})
                 try:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 import mlflow
@@ -30,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from cifar_pipeline.code_trace import file_sha256
 from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
+from cifar_pipeline.orchestrator.headline import HEADLINES
 from cifar_pipeline.orchestrator.step_container import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
 from cifar_pipeline.sources import cifar10
@@ -801,12 +803,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_tracking_server(port: int, store: Path) -> subprocess.Popen[bytes]:
+def start_tracking_server(port: int, store: Path, backend: str = "") -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{store / 'server.db'}",
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend or f"sqlite:///{store / 'server.db'}",
          "--artifacts-destination", str(store / "artifacts")],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        # without the background job consumers, which poll and would compete with the steps
+        env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
 
     def healthy() -> bool:
@@ -953,3 +957,104 @@ def test_a_test_image_in_the_training_split_stops_the_pipeline_before_training(
         == "failed against no reference (validation.reference=none): 1 anomaly"
     )
     assert leftover_containers() == []
+
+
+class TrackingApi:
+    """MLflow's REST API, as the tracking UI reads it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str, **params: str) -> dict[str, Any]:
+        response = requests.get(f"{self.url}/api/2.0/mlflow/{path}", params=params, timeout=30)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def runs(self, query: str) -> list[dict[str, Any]]:
+        body = {"experiment_ids": ["0"], "filter": query, "max_results": 1000}
+        body["order_by"] = ["start_time DESC"]
+        response = requests.post(f"{self.url}/api/2.0/mlflow/runs/search", json=body, timeout=30)
+        response.raise_for_status()
+        return list(response.json().get("runs", []))
+
+
+def values(run: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A REST run's metrics, params or tags as a dict."""
+    return {item["key"]: item["value"] for item in run["data"].get(kind, [])}
+
+
+def test_the_tracking_ui_shows_named_runs_with_their_headline_results_and_a_part_pipeline(
+    project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
+) -> None:
+    """After every pipeline above (run, reused, resumed, swept, failed) and one stopped after
+    training: what MLflow's UI reads through a real server's REST API."""
+    result = mlflow_run(project, "source=digits", "epochs=1", "until=train")
+    assert result.returncode == 0, result.stderr[-3000:]
+    port = _free_port()
+    server = start_tracking_server(port, project, backend=f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        api = TrackingApi(f"http://127.0.0.1:{port}")
+        pipelines = api.runs(f"tags.`{STEP_TAG}` = 'pipeline'")
+        by_id = {run["info"]["run_id"]: run for run in api.runs("")}
+
+        # stopped after training: exactly fetch and train, the rest left out on purpose, FINISHED
+        part = pipelines[0]
+        assert part["info"]["run_name"] == "digits vgg11_bn 1 epochs · until train"
+        assert part["info"]["status"] == "FINISHED"
+        part_children = api.runs(f"tags.`mlflow.parentRunId` = '{part['info']['run_id']}'")
+        assert sorted(c["info"]["run_name"] for c in part_children) == ["fetch (reused)", "train"]
+        assert values(part, "tags")["pipeline.left_out"] == "build,systemtest,promote"
+        # the UI's System metrics tab of its train run: MLflow's own sampling while it trained
+        train = next(c for c in part_children if c["info"]["run_name"] == "train")
+        sampled = {key for key in values(train, "metrics") if key.startswith("system/")}
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= sampled
+
+        # the first pipeline and its step runs, named for what they are
+        first = by_id[first_run.info.run_id]
+        assert first["info"]["run_name"] == "digits vgg11_bn 3 epochs"
+        first_children = api.runs(f"tags.`mlflow.parentRunId` = '{first_run.info.run_id}'")
+        assert sorted(c["info"]["run_name"] for c in first_children) == sorted(STEPS)
+
+        # every pipeline carries its steps' headline results: each equal to the value of the
+        # step run it ran or reused
+        all_reused = 0
+        for pipeline in pipelines:
+            name, tags = pipeline["info"]["run_name"], values(pipeline, "tags")
+            if POINT_TAG in tags:
+                assert name.endswith(f" · {tags[POINT_TAG]}"), name
+            steps = api.runs(f"tags.`mlflow.parentRunId` = '{pipeline['info']['run_id']}'")
+            sources = {}
+            for child in steps:
+                child_tags = values(child, "tags")
+                step = child_tags.get(STEP_TAG) or child_tags[REUSED_STEP_TAG]
+                assert child["info"]["run_name"] in (step, f"{step} (reused)"), name
+                if REUSED_FROM_TAG in child_tags:
+                    sources[step] = by_id[child_tags[REUSED_FROM_TAG]]
+                elif child["info"]["status"] == "FINISHED":
+                    sources[step] = child
+            reused = [c for c in steps if REUSED_FROM_TAG in values(c, "tags")]
+            all_reused += len(reused) == len(STEPS)
+            metrics = values(pipeline, "metrics")
+            for step, source in sources.items():
+                spec = HEADLINES[step]
+                for key, headline in spec.metrics.items():
+                    if key in values(source, "metrics"):
+                        assert metrics[headline] == values(source, "metrics")[key], (name, headline)
+                for key, headline in spec.numeric_params.items():
+                    assert metrics[headline] == float(values(source, "params")[key]), (name, headline)
+                for key, headline in spec.tags.items():
+                    if key in values(source, "tags"):
+                        assert tags[headline] == values(source, "tags")[key], (name, headline)
+        assert all_reused >= 1  # the unchanged re-run: every headline from reused runs
+        headline = {"train.test_accuracy", "served.test_accuracy", "served.top1_agreement",
+                    "served.latency_p99_ms", "image.size_mb", "promoted"}  # fmt: skip
+        assert headline <= set(values(first, "metrics"))
+
+        # the registered version comes from the train run's LoggedModel, by its models:/ URI
+        version = api.get("model-versions/get", name="cifar-classifier", version="1")["model_version"]
+        assert version["source"].startswith("models:/m-")
+        model = api.get(f"logged-models/{version['source'].removeprefix('models:/')}")["model"]
+        assert model["info"]["source_run_id"] == version["run_id"]
+        assert values(by_id[version["run_id"]], "tags")[STEP_TAG] == "train"
+    finally:
+        stop_tracking_server(server)

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from cifar_pipeline.dataset import Split, write_dataset
 from cifar_pipeline.orchestrator.pipeline import Pipeline
 from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.promotion.registry import logged_model_uri
 from cifar_pipeline.tracking import FETCH, QUALITY_GATE_TAG, STEP_TAG, lineage
 from steps.train import step
 
@@ -194,7 +195,7 @@ def test_pytorch_model_is_logged_and_reproduces_the_reference(
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_RUN_ID")}
-    uri = f"runs:/{run.info.run_id}/pytorch_model"
+    uri = logged_model_uri(client, run.info.run_id, "pytorch_model")  # MLflow 3: by model ID
     subprocess.run(
         [sys.executable, "-c", LOAD_MODEL, mlflow_store, uri, str(tmp_path / "images.npy"), "logits.npy"],
         cwd=outside,
@@ -208,3 +209,19 @@ def test_pytorch_model_is_logged_and_reproduces_the_reference(
     carried = sorted(p.relative_to(local / "code").as_posix() for p in (local / "code").rglob("*.py"))
     assert carried == ["cifar_pipeline/__init__.py", "cifar_pipeline/model.py"]
     assert info.signature is not None
+
+    # MLflow 3 models: the served ONNX model is a LoggedModel with the training params, and
+    # its evaluation metrics are linked to it and to the test split they were measured on
+    served = client.get_logged_model(logged_model_uri(client, run.info.run_id).removeprefix("models:/"))
+    assert served.source_run_id == run.info.run_id
+    assert served.params["architecture"] == run.data.params["architecture"]
+    assert served.params["train.epochs"] == run.data.params["train.epochs"]
+    linked = {metric.key: metric for metric in served.metrics or []}
+    accuracy = linked["final_test_accuracy"]
+    assert accuracy.value == run.data.metrics["final_test_accuracy"]
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    name, digest = manifest["source"]["name"], manifest["digest"][:12]
+    assert (accuracy.dataset_name, accuracy.dataset_digest) == (f"{name}-test", digest)
+    # the train run's inputs are the data set's splits, named as the fetch step names them
+    trained_on = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert trained_on == {f"{name}-train": digest, f"{name}-test": digest}

@@ -86,13 +86,14 @@ def champion(client: MlflowClient, name: str, alias: str) -> Champion | None:
     )
 
 
-def logged_model_uri(client: MlflowClient, run_id: str) -> str:
-    """`models:/<model_id>` of the train run's ONNX LoggedModel (MLflow 3 addresses models by ID)."""
+def logged_model_uri(client: MlflowClient, run_id: str, name: str = LOGGED_MODEL_NAME) -> str:
+    """`models:/<model_id>` of the train run's LoggedModel `name` (default: the ONNX model it
+    serves; "pytorch_model" for the PyTorch one). MLflow 3 addresses models by ID."""
     run = client.get_run(run_id)
     for output in run.outputs.model_outputs if run.outputs else []:
-        if client.get_logged_model(output.model_id).name == LOGGED_MODEL_NAME:
+        if client.get_logged_model(output.model_id).name == name:
             return f"models:/{output.model_id}"
-    raise ValueError(f"train run {run_id} logged no model named {LOGGED_MODEL_NAME!r}: nothing to register")
+    raise ValueError(f"train run {run_id} logged no model named {name!r}")
 
 
 def register(client: MlflowClient, name: str, run_id: str, model_digest: str, tags: dict[str, str]) -> str:

@@ -15,17 +15,16 @@ import argparse
 import logging
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.data.numpy_dataset import from_numpy
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import data_plots
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset, write_dataset
+from cifar_pipeline.mlflow_datasets import CONTEXTS, SPLITS, split_dataset
 from cifar_pipeline.sources.download import RetryPolicy
 from cifar_pipeline.sources.request import FetchRequest
 from cifar_pipeline.tracking import FETCH, download, find_reusable_run, step_run
@@ -125,19 +124,8 @@ def log_dataset(dataset: Dataset, source_name: str) -> None:
         }
     )
     # MLflow's own dataset tracking: the UI's "Datasets" column and filter show name and digest.
-    with warnings.catch_warnings():
-        # A source that is not a URL (a path, "sklearn.datasets.load_digits") resolves to
-        # MLflow's local-artifact source after a warning that it "can be interpreted in
-        # multiple ways"; that is the intended reading.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        for split_name, split in (("train", dataset.train), ("test", dataset.test)):
-            mlflow.log_input(
-                from_numpy(
-                    split.images, source=manifest["source"]["url"], targets=split.labels,
-                    name=f"{source_name}-{split_name}", digest=manifest["digest"][:12],
-                ),
-                context="training" if split_name == "train" else "test",
-            )  # fmt: skip
+    for split in SPLITS:
+        mlflow.log_input(split_dataset(dataset, split), context=CONTEXTS[split])
 
 
 def main(argv: list[str] | None = None) -> None:

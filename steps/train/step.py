@@ -46,6 +46,7 @@ from cifar_pipeline.distributed import (
     relaunch_with_torchrun,
     world_from_env,
 )
+from cifar_pipeline.mlflow_datasets import CONTEXTS, SPLITS, split_dataset
 from cifar_pipeline.model import Classifier, architecture_name, parameter_count
 from cifar_pipeline.onnx_export import export_onnx, torch_logits
 from cifar_pipeline.onnx_inference import onnx_logits
@@ -128,8 +129,11 @@ def log_epoch(metrics: EpochMetrics) -> None:
     mlflow.log_metrics(dict(zip(EPOCH_METRICS, values, strict=True)), step=metrics.epoch)
 
 
-def evaluate_final(model: Classifier, dataset: Dataset, device: torch.device, flip_tta: bool) -> float:
-    """Per-class accuracy, confusion matrix, misclassified images and curves; returns test accuracy."""
+def evaluate_final(
+    model: Classifier, dataset: Dataset, device: torch.device, flip_tta: bool
+) -> tuple[float, dict[str, float]]:
+    """Per-class accuracy, confusion matrix, misclassified images and curves logged; returns
+    the test accuracy and the further metrics of the final model (flip TTA), to log with it."""
     names, labels = dataset.class_names, dataset.test.labels
     predictions = evaluation.predict(model, dataset.test.images, device).argmax(1)
     confusion = evaluation.confusion_matrix(labels, predictions, len(names))
@@ -141,9 +145,10 @@ def evaluate_final(model: Classifier, dataset: Dataset, device: torch.device, fl
         "evaluation/summary.json",
     )  # fmt: skip
     mlflow.log_metrics({f"class_accuracy/{i:03d}": value for i, value in enumerate(per_class.tolist())})
+    final: dict[str, float] = {}
     if flip_tta:  # reported beside, never instead of, the plain accuracy that the image serves
         tta = evaluation.predict(model, dataset.test.images, device, flip_tta=True).argmax(1)
-        mlflow.log_metric("final_test_accuracy_flip_tta", float((tta == labels).mean()))
+        final["final_test_accuracy_flip_tta"] = float((tta == labels).mean())
     client = MlflowClient()
     run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
     history = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
@@ -154,7 +159,7 @@ def evaluate_final(model: Classifier, dataset: Dataset, device: torch.device, fl
         evaluation.misclassified_figure(dataset.test.images, labels, predictions, names),
         "plots/misclassified.png",
     )
-    return accuracy
+    return accuracy, final
 
 
 def quality_gate(accuracy: float, min_accuracy: float) -> None:
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def train_and_log(args: argparse.Namespace, config: TrainConfig, device: torch.device, world: World) -> None:
     with (
-        step_run(TRAIN) as run,
+        step_run(TRAIN, system_metrics=True) as run,
         tempfile.TemporaryDirectory(prefix="train-") as work,
     ):
         work_dir = Path(work)
@@ -255,27 +260,46 @@ def train_and_log(args: argparse.Namespace, config: TrainConfig, device: torch.d
             log_epoch(metrics)
             save_checkpoint({**checkpoint, "data": inputs.data_identity}, work_dir)
 
+        for split in SPLITS:
+            mlflow.log_input(split_dataset(dataset, split), context=CONTEXTS[split])
         model = new_model(inputs)
+        model_params = {
+            **{f"train.{k}": v for k, v in asdict(config).items()},
+            "parameters": parameter_count(model),
+            "architecture": inputs.data_identity["architecture"],
+        }
         mlflow.log_params(
             {
-                "parameters": parameter_count(model),
+                "parameters": model_params["parameters"],
                 "resolved_device": str(device),
-                "architecture": inputs.data_identity["architecture"],
+                "architecture": model_params["architecture"],
                 "train.peak_lr_scaled": config.peak_lr,
             }
         )
         history = train(model, dataset.train, dataset.test, config, on_epoch, inputs.resume_from, world)
-        final = history[-1]
-        mlflow.log_metric("final_test_accuracy", final.test_accuracy)
-        quality_gate(evaluate_final(model, dataset, device, args.flip_tta), args.min_accuracy)
-        export_and_log(model, inputs, run.info.run_id, args, work_dir)
-        log.info("test accuracy %.4f", final.test_accuracy)
+        accuracy, final = evaluate_final(model, dataset, device, args.flip_tta)
+        quality_gate(accuracy, args.min_accuracy)
+        model_id = export_and_log(model, inputs, run.info.run_id, args, work_dir, model_params)
+        # Linked to the LoggedModel and to the split they were measured on: the model's page
+        # in the UI lists them, with the data set's name and digest.
+        mlflow.log_metrics(
+            {"final_test_accuracy": history[-1].test_accuracy, **final},
+            model_id=model_id,
+            dataset=split_dataset(dataset, "test"),
+        )
+        log.info("test accuracy %.4f", history[-1].test_accuracy)
 
 
 def export_and_log(
-    model: Classifier, inputs: Inputs, run_id: str, args: argparse.Namespace, work_dir: Path
-) -> None:
-    """ONNX export checked against PyTorch, reference predictions, and both MLflow models."""
+    model: Classifier,
+    inputs: Inputs,
+    run_id: str,
+    args: argparse.Namespace,
+    work_dir: Path,
+    model_params: dict[str, Any],
+) -> str:
+    """ONNX export checked against PyTorch, reference predictions, and both MLflow models
+    (LoggedModels carrying `model_params`); returns the served (ONNX) model's ID."""
     dataset, manifest = inputs.dataset, inputs.dataset.manifest
     onnx_path = export_onnx(model, work_dir / "onnx" / "model.onnx")
     metadata = {
@@ -312,8 +336,12 @@ def export_and_log(
     mlflow.log_artifacts(str(onnx_path.parent), "onnx")
     mlflow.log_artifacts(str(reference_dir), "reference")
     signature = infer_signature(reference_images[:2], reference[:2])
-    mlflow.onnx.log_model(
-        onnx.load(str(onnx_path)), name="model", signature=signature, input_example=reference_images[:2]
+    served = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name="model",
+        signature=signature,
+        input_example=reference_images[:2],
+        params=model_params,
     )
     # The PyTorch model too (for fine-tuning and `mlflow.pytorch.load_model`). It pickles
     # cifar_pipeline.model.Classifier, so that module travels with it; requirements are
@@ -325,7 +353,9 @@ def export_and_log(
         input_example=reference_images[:2],
         code_paths=[str(model_code(work_dir / "model_code"))],
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+        params=model_params,
     )
+    return str(served.model_id)
 
 
 def model_code(folder: Path) -> Path:
