@@ -20,10 +20,13 @@ setup: venv engine base-image wheelhouse-server
 
 # The orchestrator's environment only (requirements/orchestrator.txt): no torch on the host.
 venv: $(VENV)/.orchestrator
-$(VENV)/.orchestrator: requirements/orchestrator.txt requirements/pins.txt
+$(VENV)/.orchestrator: requirements/orchestrator.txt requirements/pins.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements/orchestrator.txt
+	# The project itself, for its default-experiment entry point (its deps are the line above);
+	# setuptools' warning about editable flat layouts is noise here.
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install --quiet --no-deps --editable .
 	touch $@
 
 # Tests and linters import every step's code: all the steps' requirements, and the tools.
@@ -87,7 +90,7 @@ lint: dev-venv
 # "Model training", which ?workflowType=machine_learning selects.
 UI_PORT ?= 5000
 ui: venv
-	@echo "pipeline runs: http://127.0.0.1:$(UI_PORT)/#/experiments/0/runs?workflowType=machine_learning"
+	@python -m cifar_pipeline.orchestrator.experiment --tracking-uri sqlite:///mlflow.db --port $(UI_PORT)
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --port $(UI_PORT)
 
 clean:

@@ -29,6 +29,7 @@ import docker
 from mlflow.tracking import MlflowClient
 
 from bench.edit_rerun import COPY_IGNORE, MLFLOW, ROOT
+from cifar_pipeline.orchestrator.experiment import project_experiment_id
 
 TIMEOUT = 900.0
 
@@ -94,7 +95,8 @@ def main() -> None:
         gone = time.monotonic() - signalled
         time.sleep(3)  # anything that outlived the signal has written by now
         client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-        runs = client.search_runs(["0"], order_by=["attributes.start_time DESC"], max_results=3)
+        experiment_id = project_experiment_id(client.tracking_uri)
+        runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=3)
         report = [
             f"SIG{args.signal} after epoch 1 of {args.epochs}",
             f"  mlflow run exited after          {exited:6.1f} s (exit code {process.returncode})",

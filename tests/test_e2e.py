@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from cifar_pipeline.code_trace import file_sha256
 from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
+from cifar_pipeline.orchestrator.experiment import PROJECT_NAME
 from cifar_pipeline.orchestrator.headline import HEADLINES
 from cifar_pipeline.orchestrator.step_container import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
@@ -126,13 +127,22 @@ def edited(
     return rewritten(path, path.read_text() + addition)
 
 
+def in_project(client: MlflowClient) -> list[str]:
+    """The experiment `mlflow run .` uses in the project by default: the project's own."""
+    experiment = client.get_experiment_by_name(PROJECT_NAME)
+    assert experiment is not None, f"no experiment {PROJECT_NAME!r}: is the project installed in the venv?"
+    return [experiment.experiment_id]
+
+
 def pipeline_runs(client: MlflowClient) -> list[Run]:
-    return client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'pipeline'", order_by=["start_time DESC"])
+    return client.search_runs(
+        in_project(client), f"tags.`{STEP_TAG}` = 'pipeline'", order_by=["start_time DESC"]
+    )
 
 
 def children(client: MlflowClient, parent: Run) -> dict[str, Run]:
     """The parent's step runs by step; a reused step's record run under its step name too."""
-    runs = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    runs = client.search_runs(in_project(client), f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     return {(run.data.tags.get(STEP_TAG) or run.data.tags[REUSED_STEP_TAG]): run for run in runs}
 
 
@@ -479,7 +489,7 @@ def wait_for_checkpoint(client: MlflowClient, since_ms: int, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         query = f"tags.`{STEP_TAG}` = 'train' and attributes.start_time > {since_ms}"
-        for run in client.search_runs(["0"], query):
+        for run in client.search_runs(in_project(client), query):
             if any(
                 a.path == "checkpoints/last.pt" for a in client.list_artifacts(run.info.run_id, "checkpoints")
             ):
@@ -654,10 +664,14 @@ def test_two_point_sweep_shares_one_fetch_run(
 ) -> None:
     result = mlflow_run(project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.02,0.05")
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"])[0]
+    sweep = local_store.search_runs(
+        in_project(local_store), f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"]
+    )[0]
     assert sweep.info.status == "FINISHED"
     assert sweep.data.params["sweep.keys"] == "optim.lr"
-    points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    points = local_store.search_runs(
+        in_project(local_store), f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'"
+    )
     assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.02", "optim.lr=0.05"]
     assert sorted(p.data.params["optim.lr"] for p in points) == ["0.02", "0.05"]  # for the compare view
     assert all(p.info.status == "FINISHED" and p.data.tags[STEP_TAG] == "pipeline" for p in points)
@@ -679,9 +693,13 @@ def test_a_parallel_sweep_runs_its_points_at_once(
         "overrides=-m optim.lr=0.02,0.05 sweep.parallel=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = local_store.search_runs(["0"], f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"])[0]
+    sweep = local_store.search_runs(
+        in_project(local_store), f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"]
+    )[0]
     assert sweep.info.status == "FINISHED"
-    points = local_store.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    points = local_store.search_runs(
+        in_project(local_store), f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'"
+    )
     assert sorted(p.data.tags[POINT_TAG] for p in points) == ["optim.lr=0.02", "optim.lr=0.05"]
     assert all(p.info.status == "FINISHED" for p in points)
     first, second = sorted(points, key=lambda p: p.info.start_time)
@@ -787,11 +805,11 @@ def test_a_failed_push_fails_the_build_and_leaves_no_image(
 def test_bad_input_fails_cleanly(
     project: Path, local_store: MlflowClient, params: list[str], env: dict[str, str], message: str
 ) -> None:
-    before = {r.info.run_id for r in local_store.search_runs(["0"])}
+    before = {r.info.run_id for r in local_store.search_runs(in_project(local_store))}
     result = mlflow_run(project, *params, **env)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
-    new_runs = [r for r in local_store.search_runs(["0"]) if r.info.run_id not in before]
+    new_runs = [r for r in local_store.search_runs(in_project(local_store)) if r.info.run_id not in before]
     assert new_runs, "the main entry point's run should exist"
     assert all(r.info.status == "FAILED" for r in new_runs)
     assert leftover_containers() == []
@@ -863,7 +881,7 @@ def test_remote_tracking_server_restarted_mid_training(project: Path, tmp_path: 
         history = client.get_metric_history(train.info.run_id, "test_accuracy")
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
         assert steps["train"].info.artifact_uri.startswith("mlflow-artifacts:")
-        assert not (project / "mlruns" / "0" / steps["train"].info.run_id).exists()
+        assert not list(project.glob(f"mlruns/*/{steps['train'].info.run_id}"))
         assert steps["fetch"].data.params["num_train"] == "300"
         assert steps["fetch"].data.tags["data.input_digest"] == md5_spec(tarball)
     finally:
@@ -902,7 +920,9 @@ def test_fetch_step_alone_on_an_image_folder(project: Path, first_run: Run, tmp_
             MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    run = client.search_runs(["0"], f"tags.`{STEP_TAG}` = '{FETCH}'", order_by=["start_time DESC"])[0]
+    run = client.search_runs(
+        in_project(client), f"tags.`{STEP_TAG}` = '{FETCH}'", order_by=["start_time DESC"]
+    )[0]
     require_step_run(run.info.run_id, FETCH, client)
     assert run.data.params["num_classes"] == "2"
     assert run.data.params["num_train"] == "12"
@@ -970,8 +990,12 @@ class TrackingApi:
         response.raise_for_status()
         return dict(response.json())
 
-    def runs(self, query: str) -> list[dict[str, Any]]:
-        body = {"experiment_ids": ["0"], "filter": query, "max_results": 1000}
+    def experiment(self, name: str) -> dict[str, Any]:
+        return dict(self.get("experiments/get-by-name", experiment_name=name)["experiment"])
+
+    def runs(self, query: str, experiment: str = PROJECT_NAME) -> list[dict[str, Any]]:
+        ids = [self.experiment(experiment)["experiment_id"]]
+        body = {"experiment_ids": ids, "filter": query, "max_results": 1000}
         body["order_by"] = ["start_time DESC"]
         response = requests.post(f"{self.url}/api/2.0/mlflow/runs/search", json=body, timeout=30)
         response.raise_for_status()
@@ -990,10 +1014,18 @@ def test_the_tracking_ui_shows_named_runs_with_their_headline_results_and_a_part
     training: what MLflow's UI reads through a real server's REST API."""
     result = mlflow_run(project, "source=digits", "epochs=1", "until=train")
     assert result.returncode == 0, result.stderr[-3000:]
+    # MLflow's own way of choosing an experiment wins over the project's default
+    chosen = mlflow_run(project, "source=digits", "until=fetch", MLFLOW_EXPERIMENT_NAME="chosen-by-the-user")
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
     port = _free_port()
     server = start_tracking_server(port, project, backend=f"sqlite:///{project / 'mlflow.db'}")
     try:
         api = TrackingApi(f"http://127.0.0.1:{port}")
+        # every pipeline above ran in the project's own experiment, made by the first one
+        assert api.experiment(PROJECT_NAME)["lifecycle_stage"] == "active"
+        assert api.runs(f"tags.`{STEP_TAG}` = 'pipeline'", experiment="Default") == []
+        [elsewhere] = api.runs(f"tags.`{STEP_TAG}` = 'pipeline'", experiment="chosen-by-the-user")
+        assert values(elsewhere, "tags")["pipeline.left_out"] == "train,build,systemtest,promote"
         pipelines = api.runs(f"tags.`{STEP_TAG}` = 'pipeline'")
         by_id = {run["info"]["run_id"]: run for run in api.runs("")}
 

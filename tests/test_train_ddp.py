@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline.orchestrator.experiment import project_experiment_id
 from cifar_pipeline.tracking import STEP_TAG
 from tests.test_train_resume import fake_fetch_run, reference_logits
 
@@ -40,7 +41,8 @@ def test_two_process_training_logs_once_and_keeps_replicas_equal(
     assert "the 2 replicas agree" in output, output[-4000:]  # the step raises when they drift apart
 
     client = MlflowClient(mlflow_store)
-    runs = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")
+    # started in the project: its run is in the project's own experiment
+    runs = client.search_runs([project_experiment_id(mlflow_store)], f"tags.`{STEP_TAG}` = 'train'")
     assert len(runs) == 1  # rank 1 opened no run of its own
     run = runs[0]
     assert run.info.status == "FINISHED"

@@ -85,16 +85,16 @@ def test_killed_run_continues_to_the_uninterrupted_result(
     step.main(["--data-run-id", data_run, *EPOCHS])
     straight = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
 
-    kill_after_epoch(monkeypatch, 1)
     torch.manual_seed(0)
-    with pytest.raises(Killed):
-        step.main(["--data-run-id", data_run, *EPOCHS])
+    with monkeypatch.context() as patch:  # undone after: the store's own patches stay
+        kill_after_epoch(patch, 1)
+        with pytest.raises(Killed):
+            step.main(["--data-run-id", data_run, *EPOCHS])
     killed = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'", order_by=["start_time DESC"])[0]
     assert killed.info.status == "FAILED"
     assert [a.path for a in client.list_artifacts(killed.info.run_id, "checkpoints")] == [
         "checkpoints/last.pt"
     ]
-    monkeypatch.undo()
 
     # continued with default (different) settings on the command line: the checkpoint's rule
     step.main(
@@ -120,10 +120,10 @@ def test_resume_on_other_data_is_refused_naming_the_keys(
     data_run: str, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = MlflowClient(mlflow_store)
-    kill_after_epoch(monkeypatch, 1)
-    with pytest.raises(Killed):
-        step.main(["--data-run-id", data_run, *EPOCHS])
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # undone after: the store's own patches stay
+        kill_after_epoch(patch, 1)
+        with pytest.raises(Killed):
+            step.main(["--data-run-id", data_run, *EPOCHS])
     killed = client.search_runs(["0"], f"tags.`{STEP_TAG}` = 'train'")[0]
     other = fake_fetch_run(tmp_path, seed=1)
     with pytest.raises(
