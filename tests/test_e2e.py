@@ -489,7 +489,8 @@ def wait_for_checkpoint(client: MlflowClient, since_ms: int, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         query = f"tags.`{STEP_TAG}` = 'train' and attributes.start_time > {since_ms}"
-        for run in client.search_runs(in_project(client), query):
+        experiment = client.get_experiment_by_name(PROJECT_NAME)  # made by the pipeline's start
+        for run in client.search_runs([experiment.experiment_id], query) if experiment else []:
             if any(
                 a.path == "checkpoints/last.pt" for a in client.list_artifacts(run.info.run_id, "checkpoints")
             ):
@@ -805,7 +806,8 @@ def test_a_failed_push_fails_the_build_and_leaves_no_image(
 def test_bad_input_fails_cleanly(
     project: Path, local_store: MlflowClient, params: list[str], env: dict[str, str], message: str
 ) -> None:
-    before = {r.info.run_id for r in local_store.search_runs(in_project(local_store))}
+    everywhere = [e.experiment_id for e in local_store.search_experiments()]
+    before = {r.info.run_id for r in local_store.search_runs(everywhere)}
     result = mlflow_run(project, *params, **env)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
