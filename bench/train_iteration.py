@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.edit_rerun import COPY_IGNORE, ROOT, pipeline
+from bench.edit_rerun import COPY_IGNORE, ROOT, pipeline, report
 
 
 def main() -> None:
@@ -39,9 +38,7 @@ def main() -> None:
         (f"baseline: epochs={args.epochs + 1}, whole pipeline", baseline, baseline_ran),
         (f"until=train: epochs={args.epochs + 2}", until, until_ran),
     ]
-    for label, seconds, ran in rows:
-        sys.stdout.write(f"{label:<45} {seconds:7.1f} s   ran: {', '.join(ran) or '(none)'}\n")
-    sys.stdout.write(f"ratio until / baseline: {until / baseline:.2f}\n")
+    report(rows, "until")
 
 
 if __name__ == "__main__":
