@@ -260,8 +260,9 @@ def train_and_log(args: argparse.Namespace, config: TrainConfig, device: torch.d
             log_epoch(metrics)
             save_checkpoint({**checkpoint, "data": inputs.data_identity}, work_dir)
 
-        for split in SPLITS:
-            mlflow.log_input(split_dataset(dataset, split), context=CONTEXTS[split])
+        splits = {split: split_dataset(dataset, split) for split in SPLITS}
+        for split, data in splits.items():
+            mlflow.log_input(data, context=CONTEXTS[split])
         model = new_model(inputs)
         model_params = {
             **{f"train.{k}": v for k, v in asdict(config).items()},
@@ -285,7 +286,7 @@ def train_and_log(args: argparse.Namespace, config: TrainConfig, device: torch.d
         mlflow.log_metrics(
             {"final_test_accuracy": history[-1].test_accuracy, **final},
             model_id=model_id,
-            dataset=split_dataset(dataset, "test"),
+            dataset=splits["test"],
         )
         log.info("test accuracy %.4f", history[-1].test_accuracy)
 
