@@ -91,7 +91,7 @@ lint: dev-venv
 UI_PORT ?= 5000
 ui: venv
 	@python -m cifar_pipeline.orchestrator.experiment --tracking-uri sqlite:///mlflow.db --port $(UI_PORT)
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --port $(UI_PORT)
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlruns --port $(UI_PORT)
 
 clean:
 	rm -rf $(STATE) outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -59,6 +59,23 @@ def cancellable(on_repeat: Callable[[int], None] | None = None) -> Iterator[None
             signal.signal(signum, handler)
 
 
+def term_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` for a child process that must not outlive this one: Linux sends it
+    SIGTERM when this process ends, also by SIGKILL. None where that is not available.
+
+    libc is loaded here, in the parent: a forked child of a threaded process may call
+    only what needs no lock, and loading a library takes one.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def ask_for_sigterm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return ask_for_sigterm
+
+
 def term_when_parent_dies() -> None:
     """Ask Linux for a SIGTERM when the parent process ends (`mlflow run` killed alone).
 

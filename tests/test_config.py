@@ -118,9 +118,9 @@ def test_local_data_path_is_made_absolute_and_checked(tmp_path: Path, monkeypatc
 
 
 def test_local_data_is_mounted_read_only_into_fetch_only() -> None:
-    args = step_docker_args("fetch", "http://127.0.0.1:5000", None, False, [Path("/data/my,pets")])
+    args = step_docker_args("fetch", None, False, [Path("/data/my,pets")])
     assert args["mount"] == 'type=bind,"source=/data/my,pets","target=/data/my,pets",readonly'
-    assert "mount" not in step_docker_args("train", "http://127.0.0.1:5000", None, False)
+    assert "mount" not in step_docker_args("train", None, False)
 
 
 def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:

@@ -13,10 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,11 +194,69 @@ def local_store(project: Path) -> Iterator[MlflowClient]:
     mlflow.set_tracking_uri("")
 
 
+@dataclass
+class SeenContainer:
+    name: str
+    mounts: list[str]  # host paths
+    env: dict[str, str]
+
+
+@contextmanager
+def watching_step_containers() -> Iterator[list[SeenContainer]]:
+    """Each step container's mounts and environment, looked at as it starts."""
+    seen: list[SeenContainer] = []
+    engine = docker.from_env()
+    started = {"type": "container", "event": "start", "label": "cifar-pipeline.step"}
+    events = engine.events(since=int(time.time()), filters=started, decode=True)
+
+    def look() -> None:
+        for event in events:
+            try:
+                attrs = engine.containers.get(event["id"]).attrs
+            except docker.errors.NotFound:
+                continue
+            env = dict(item.partition("=")[::2] for item in attrs["Config"]["Env"])
+            mounts = [mount["Source"] for mount in attrs["Mounts"]]
+            seen.append(SeenContainer(attrs["Name"].lstrip("/"), mounts, env))
+
+    watcher = threading.Thread(target=look, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        time.sleep(1)  # the last start event
+        events.close()
+        watcher.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
-def first_run(project: Path, local_store: MlflowClient) -> Run:
-    result = mlflow_run(project, "source=digits", "epochs=3")
+def first_run_containers() -> list[SeenContainer]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path, local_store: MlflowClient, first_run_containers: list[SeenContainer]) -> Run:
+    with watching_step_containers() as seen:
+        result = mlflow_run(project, "source=digits", "epochs=3")
+    first_run_containers.extend(seen)
     assert result.returncode == 0, result.stderr[-3000:]
     return pipeline_runs(local_store)[0]
+
+
+def test_step_containers_reach_the_local_store_through_a_tracking_server_only(
+    project: Path, first_run: Run, first_run_containers: list[SeenContainer], local_store: MlflowClient
+) -> None:
+    """No store or artifact folder is mounted into a step container: the orchestrator serves the
+    local store over loopback, with proxied artifacts, and the steps' files land in the store."""
+    assert sorted(c.name.split("-")[2] for c in first_run_containers) == sorted(STEPS)
+    for container in first_run_containers:
+        assert container.env["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:"), container
+        store_paths = [m for m in container.mounts if m.startswith(str(project))]
+        assert store_paths == [], container  # only the Docker socket, for build and systemtest
+    for step, run in children(local_store, first_run).items():
+        artifact_uri = run.info.artifact_uri
+        assert artifact_uri == f"mlflow-artifacts:/{PROJECT_NAME}/{run.info.run_id}/artifacts", step
+        assert (project / "mlruns" / PROJECT_NAME / run.info.run_id / "artifacts" / "logs").is_dir(), step
 
 
 def test_full_pipeline_runs_five_steps_in_containers(first_run: Run, local_store: MlflowClient) -> None:
@@ -285,6 +345,7 @@ def test_unchanged_rerun_reuses_every_step_and_starts_no_container(
     assert {step: run.data.tags[REUSED_FROM_TAG] for step, run in records.items()} == original
     assert rerun.data.tags["pipeline.image_run_id"] == original["build"]
     assert [name for name in containers_created_since(since) if name.startswith("cifar-")] == []
+    assert "tracking server for the step containers" not in result.stdout + result.stderr  # none started
 
 
 def test_changed_parameter_reruns_from_train_and_says_why(
@@ -823,11 +884,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_tracking_server(port: int, store: Path, backend: str = "") -> subprocess.Popen[bytes]:
+def start_tracking_server(
+    port: int, store: Path, backend: str = "", artifacts: Path | None = None
+) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", backend or f"sqlite:///{store / 'server.db'}",
-         "--artifacts-destination", str(store / "artifacts")],
+         "--artifacts-destination", str(artifacts or store / "artifacts")],
         # without the background job consumers, which poll and would compete with the steps
         env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -905,32 +968,32 @@ def write_pets(root: Path, empty_class: str = "") -> Path:
 
 
 def test_fetch_step_alone_on_an_image_folder(project: Path, first_run: Run, tmp_path: Path) -> None:
-    """`mlflow run steps/fetch` by itself, as the README shows: the folder mounted read-only."""
+    """One step alone against the default local store, with the README's one command: no store
+    mounted by hand, the local folder mounted read-only by the command."""
     pets = write_pets(tmp_path / "my pets")
-    mlruns = project / "mlruns"
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     # The image the pipeline built, not the user's `:latest` (`make images`): a test leaves that alone.
     image = children(client, first_run)["fetch"].data.tags[STEP_IMAGE_TAG]
-    mlproject = project / "steps" / "fetch" / "MLproject"
-    with rewritten(mlproject, mlproject.read_text().replace("cifar-pipeline-fetch:latest", image)):
-        result = mlflow_run(
-            project, "source=imagefolder", f"data_url={pets}", "test_fraction=0.2",
-            uri="steps/fetch",
-            docker_args=(
-                f"volume={mlruns}:{mlruns}", f'mount=type=bind,"source={pets}","target={pets}",readonly'
-            ),
-            MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+    with watching_step_containers() as seen:
+        result = subprocess.run(
+            [sys.executable, "-m", "cifar_pipeline.orchestrator.run_step", "fetch", "--image", image,
+             "-P", "source=imagefolder", "-P", f"data_url={pets}", "-P", "test_fraction=0.2"],
+            cwd=project, env=_env(), capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    run = client.search_runs(
-        in_project(client), f"tags.`{STEP_TAG}` = '{FETCH}'", order_by=["start_time DESC"]
-    )[0]
+    run_id = result.stdout.split("fetch run ")[1].split(":")[0]
+    run = client.get_run(run_id)
+    assert run.info.experiment_id == in_project(client)[0]
+    assert run.info.run_name == FETCH
     require_step_run(run.info.run_id, FETCH, client)
     assert run.data.params["num_classes"] == "2"
     assert run.data.params["num_train"] == "12"
     assert run.data.params["num_test"] == "2"
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/samples.png", "plots/class_balance.png"}
+    [container] = seen
+    assert container.mounts == [str(pets)]
+    assert container.env["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
     assert leftover_containers() == []
 
 
@@ -1023,7 +1086,10 @@ def test_the_tracking_ui_shows_named_runs_with_their_headline_results_and_a_part
     chosen = mlflow_run(project, "source=digits", "until=fetch", MLFLOW_EXPERIMENT_NAME="chosen-by-the-user")
     assert chosen.returncode == 0, chosen.stderr[-3000:]
     port = _free_port()
-    server = start_tracking_server(port, project, backend=f"sqlite:///{project / 'mlflow.db'}")
+    # as `make ui` serves the local store: its proxied artifacts are in mlruns/
+    server = start_tracking_server(
+        port, project, backend=f"sqlite:///{project / 'mlflow.db'}", artifacts=project / "mlruns"
+    )
     try:
         api = TrackingApi(f"http://127.0.0.1:{port}")
         # every pipeline above ran in the project's own experiment, made by the first one

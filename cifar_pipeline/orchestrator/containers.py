@@ -23,10 +23,6 @@ def docker_socket() -> str:
     return parsed.path if parsed.scheme == "unix" else "/var/run/docker.sock"
 
 
-def is_local_store(tracking_uri: str) -> bool:
-    return urlparse(tracking_uri).scheme in ("", "file", "sqlite")
-
-
 def host_has_nvidia_gpu() -> bool:
     if shutil.which("nvidia-smi") is None:
         return False
@@ -35,20 +31,21 @@ def host_has_nvidia_gpu() -> bool:
 
 
 def step_docker_args(
-    step: str, tracking_uri: str, artifact_root: Path | None, gpus: bool, read_only: list[Path] | None = None
+    step: str, artifact_root: Path | None, gpus: bool, read_only: list[Path] | None = None
 ) -> DockerArgs:
     """`docker run` flags for one step, as MLflow's docker_args (one value per flag name).
 
-    - network=host: the steps reach a tracking server on the host's loopback, and the
-      system test reaches the inference container's loopback-published port.
-    - With a local store, MLflow mounts the sqlite file and the run's own artifact
-      directory only; the step also reads upstream runs' artifacts through the MLflow
-      API, so the store's artifact root is mounted at the same path.
+    - network=host: the steps reach a tracking server on the host's loopback (a local
+      store is served by one, tracking_server.py), and the system test reaches the
+      inference container's loopback-published port.
+    - `artifact_root`: an experiment whose artifacts are plain files, not proxied by the
+      tracking server: MLflow mounts the run's own artifact folder only, and the step also
+      reads upstream runs' artifacts, so the whole root is mounted at the same path.
     - `read_only`: host paths the step reads (a local data folder or archive), mounted
       read-only at the same path. MLflow passes one flag per name, so at most one.
     """
     args: DockerArgs = {"network": "host", "label": f"cifar-pipeline.step={step}"}
-    if is_local_store(tracking_uri) and artifact_root is not None:
+    if artifact_root is not None:
         args["volume"] = f"{artifact_root}:{artifact_root}"
     if step in STEPS_NEEDING_DOCKER:
         socket = docker_socket()

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from cifar_pipeline.local_store import is_sqlite_store, proxied_location
+
 # The `name:` of the project's MLproject file, and of its experiment.
 PROJECT_NAME = "cifar-pipeline"
 
@@ -38,17 +40,23 @@ def is_project_dir(directory: Path) -> bool:
 def project_experiment_id(tracking_uri: str | None = None) -> str:
     """The ID of the experiment named after the project, made on first use.
 
+    In a local sqlite store its artifacts are proxied (local_store.py): the step containers
+    reach them through the tracking server the pipeline serves the store with. A tracking
+    server chooses its experiments' artifact location itself.
     A deleted experiment of that name is an error naming the way back: MLflow cannot start
     runs in it, and quietly using another experiment would scatter the project's runs.
     """
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(PROJECT_NAME)
     if experiment is None:
+        location = proxied_location(PROJECT_NAME) if is_sqlite_store(uri) else None
         try:
-            return client.create_experiment(PROJECT_NAME)
+            return client.create_experiment(PROJECT_NAME, artifact_location=location)
         except MlflowException:
             # Another pipeline started at the same moment made it first.
             experiment = client.get_experiment_by_name(PROJECT_NAME)

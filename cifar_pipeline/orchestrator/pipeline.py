@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -29,6 +28,7 @@ from omegaconf import DictConfig
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
+from cifar_pipeline.local_store import absolute_tracking_uri
 from cifar_pipeline.orchestrator import orphans, promotion, validation
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
@@ -78,16 +78,6 @@ log = logging.getLogger(__name__)
 
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """Make a relative sqlite/file store absolute: containers mount it by path."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite" and not parsed.path.startswith("//"):
-        return f"sqlite:///{Path(parsed.path.lstrip('/')).resolve()}"
-    if parsed.scheme in ("", "file") and not parsed.netloc:
-        return Path(parsed.path).resolve().as_uri()
-    return uri
 
 
 def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
@@ -390,6 +380,7 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
         status, error = FAILED, f"{exc.__class__.__name__}: {exc}"
         raise
     finally:
+        pipeline.containers.close()  # no step container runs any more
         summary = Summary(
             status,
             error,

@@ -14,6 +14,8 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,10 @@ from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled
+from cifar_pipeline.local_store import is_local_store
 from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.containers import step_docker_args
+from cifar_pipeline.orchestrator.tracking_server import LocalTrackingServer
 from cifar_pipeline.tracking import KILLED
 
 log = logging.getLogger(__name__)
@@ -65,13 +69,29 @@ def pinned_project(step: str, image: str, work: Path) -> Path:
     return project
 
 
-def local_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None:
+def file_artifact_root(experiment_id: str, client: MlflowClient) -> Path | None:
+    """The folder of an experiment whose artifacts are files, not proxied by a server.
+
+    Only an experiment made that way (by MLflow for a new MLFLOW_EXPERIMENT_NAME, or by an
+    earlier version of the project) has one: its steps' containers must mount it.
+    """
     location = client.get_experiment(experiment_id).artifact_location
     parsed = urlparse(location)
     if parsed.scheme not in ("", "file"):
         return None
     # Experiments live under one root by default (mlruns/<experiment id>).
     return Path(parsed.path).parent
+
+
+@contextmanager
+def tracking_uri_as(uri: str) -> Iterator[None]:
+    """MLflow's tracking URI for this process, for the duration."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 class StepContainers:
@@ -82,6 +102,19 @@ class StepContainers:
         self.stop_grace = stop_grace
         self.running = ""  # the name of the step container running now, if any
         self.killed: StepResult | None = None  # the step a cancellation stopped
+        self.server: LocalTrackingServer | None = None  # a local store's, once a step needs it
+
+    def container_tracking_uri(self, tracking_uri: str) -> str:
+        """The tracking URI the step containers get: a local store served over HTTP."""
+        if not is_local_store(tracking_uri):
+            return tracking_uri
+        if self.server is None:
+            self.server = LocalTrackingServer(tracking_uri)
+        return self.server.url()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
     def hurry(self, signum: int) -> None:
         """A second Ctrl-C while cancelling: kill the step container now, no grace."""
@@ -96,9 +129,11 @@ class StepContainers:
         assert parent is not None
         experiment_id = parent.info.experiment_id
         tracking_uri = mlflow.get_tracking_uri()
-        args = step_docker_args(
-            step, tracking_uri, local_artifact_root(experiment_id, self.client), gpus, mounts
+        served_uri = self.container_tracking_uri(tracking_uri)
+        artifact_root = (
+            file_artifact_root(experiment_id, self.client) if is_local_store(tracking_uri) else None
         )
+        args = step_docker_args(step, artifact_root, gpus, mounts)
         container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
         args["name"] = container
         log.info("=== step %s in %s: %s", step, image, json.dumps(params))
@@ -107,16 +142,19 @@ class StepContainers:
             labels = orphans.container_labels(step, parent.info.run_id, tracking_uri)
             args["label-file"] = str(orphans.write_label_file(labels, Path(work) / "labels"))
             recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
-            submitted = mlflow.projects.run(
-                uri=str(pinned_project(step, image, Path(work))),
-                entry_point="main",
-                parameters=params,
-                experiment_id=experiment_id,
-                docker_args=args,
-                env_manager="local",
-                synchronous=False,
-                build_image=False,
-            )
+            # MLflow creates the step run, and hands the container the tracking URI, with
+            # the URI it is set to: the server's, so the container gets no store mounted.
+            with tracking_uri_as(served_uri):
+                submitted = mlflow.projects.run(
+                    uri=str(pinned_project(step, image, Path(work))),
+                    entry_point="main",
+                    parameters=params,
+                    experiment_id=experiment_id,
+                    docker_args=args,
+                    env_manager="local",
+                    synchronous=False,
+                    build_image=False,
+                )
             self.running = container
             try:
                 if isinstance(submitted, LocalSubmittedRun):
