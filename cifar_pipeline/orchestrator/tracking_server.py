@@ -21,8 +21,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import requests
 
@@ -86,7 +86,7 @@ class LocalTrackingServer:
         self.store_uri = store_uri
         self.process: subprocess.Popen[bytes] | None = None
         self._url = ""
-        self._log = Path(tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")[1])
+        self._output: IO[bytes] | None = None  # the server's output (a file with no name)
 
     def url(self) -> str:
         if not self._url:
@@ -96,20 +96,18 @@ class LocalTrackingServer:
     def _start(self) -> None:
         port = free_port()
         started = time.monotonic()
-        with self._log.open("wb") as output:
-            self.process = subprocess.Popen(
-                server_command(self.store_uri, port),
-                # The server resolves the store's proxied artifacts as the host does.
-                env=os.environ
-                | {"MLFLOW_TRACKING_URI": self.store_uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                # A session of its own: a Ctrl-C meant for the pipeline must not end it
-                # while a cancelled step still logs its last checkpoint through it.
-                start_new_session=True,
-                preexec_fn=term_with_parent(),
-            )
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 (kept open while the server runs; closed by close())
+        self.process = subprocess.Popen(
+            server_command(self.store_uri, port),
+            env=os.environ | SERVER_ENV | {"MLFLOW_TRACKING_URI": self.store_uri},
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            # A session of its own: a Ctrl-C meant for the pipeline must not end it
+            # while a cancelled step still logs its last checkpoint through it.
+            start_new_session=True,
+            preexec_fn=term_with_parent(),
+        )
         url = f"http://127.0.0.1:{port}"
         while time.monotonic() - started < START_TIMEOUT:
             if self.process.poll() is not None:
@@ -123,17 +121,18 @@ class LocalTrackingServer:
             except requests.RequestException:
                 pass
             time.sleep(0.5)
+        output = self.output_tail()
         self.close()
         raise TrackingServerError(
             f"the tracking server over {self.store_uri} did not start within {START_TIMEOUT:.0f} s; "
-            f"its output ends: {self.output_tail()}"
+            f"its output ends: {output}"
         )
 
     def output_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
+        if self._output is None:
             return ""
+        self._output.seek(0)
+        return "\n".join(self._output.read().decode(errors="replace").splitlines()[-lines:])
 
     def close(self) -> None:
         """Stop the server and its worker (one process group); wait until both are gone."""
@@ -144,7 +143,9 @@ class LocalTrackingServer:
                 log.warning("the tracking server did not stop within %.0f s: killing it", STOP_TIMEOUT)
                 signal_group(process.pid, signal.SIGKILL)
                 wait_for_group(process, STOP_TIMEOUT)
-        self._log.unlink(missing_ok=True)
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
     def __enter__(self) -> LocalTrackingServer:
         return self
