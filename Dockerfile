@@ -1,7 +1,7 @@
 # The step images: one stage per step, each with only what that step needs.
 #
 #   common       the base image plus what every step needs (requirements/common.txt:
-#                MLflow), one layer that all the step images share
+#                mlflow-skinny, the tracking client), one layer that all the step images share
 #   <step>-env   common plus the step's own pinned dependencies (its environment)
 #   <step>       <step>-env plus the project's code: what `mlflow run steps/<step>` runs
 #

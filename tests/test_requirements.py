@@ -25,6 +25,16 @@ def test_only_the_train_image_has_torch() -> None:
     assert "torch" not in pinned_requirements(ROOT / "requirements", "serve")
 
 
+def test_step_images_carry_the_tracking_client_not_the_server() -> None:
+    """The steps reach every store through a tracking server: mlflow-skinny, not MLflow's
+    server, database and UI dependencies; the orchestrator serves a local store with those."""
+    for step in STEPS:
+        resolved = pinned_requirements(ROOT / "requirements", step)
+        assert "mlflow-skinny" in resolved, step
+        assert "mlflow" not in resolved, step
+    assert "mlflow" in pinned_requirements(ROOT / "requirements", "orchestrator")
+
+
 def test_build_args_carry_each_stage_pins_and_build_records_the_served_ones() -> None:
     args, packages = requirement_build_args()
     stages = ("common", "fetch", "train", "build", "systemtest", "promote", "serve")
