@@ -100,3 +100,18 @@ def artifact_repository(
         folder = artifacts_destination(tracking) / proxied_path(artifact_uri)
         return LocalArtifactRepository(folder.as_uri(), tracking_uri=tracking_uri, registry_uri=registry_uri)
     return MlflowArtifactsRepository(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def ensure_registered() -> None:
+    """Make `artifact_repository` MLflow's for `mlflow-artifacts:` in this process.
+
+    The entry point does that where the project is installed; the orchestrator may run
+    where it is not (`mlflow run .` in the environment conda.yaml describes) and must still
+    read and write the artifacts of the project's experiment that `mlflow run` chose.
+    MLflow's plugin loading has no public call for this: its registry's `register` is what
+    the entry point reaches too.
+    """
+    from mlflow.store.artifact import artifact_repository_registry as registry
+
+    if registry.get_registered_artifact_repositories().get(PROXIED_SCHEME) is not artifact_repository:
+        registry._artifact_repository_registry.register(PROXIED_SCHEME, artifact_repository)

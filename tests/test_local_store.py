@@ -23,6 +23,19 @@ def test_the_installed_project_registers_the_repository_for_proxied_artifacts() 
     assert entry.load() is local_store.artifact_repository
 
 
+def test_an_orchestrator_without_the_installed_project_registers_it_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.store.artifact import artifact_repository_registry as registry
+
+    monkeypatch.setitem(
+        registry.get_registered_artifact_repositories(), "mlflow-artifacts", MlflowArtifactsRepository
+    )
+    local_store.ensure_registered()
+    registered = registry.get_registered_artifact_repositories()["mlflow-artifacts"]
+    assert registered is local_store.artifact_repository
+
+
 def test_a_sqlite_store_serves_its_proxied_artifacts_from_the_folder_beside_it(mlflow_store: str) -> None:
     repository = get_artifact_repository(
         "mlflow-artifacts:/cifar-pipeline/r1/artifacts", tracking_uri=mlflow_store

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
-from cifar_pipeline.local_store import absolute_tracking_uri
+from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered
 from cifar_pipeline.orchestrator import orphans, promotion, validation
 from cifar_pipeline.orchestrator.caching import (
     REUSED_FROM_TAG,
@@ -318,6 +318,7 @@ def run_pipeline(
     run and the pipeline run end KILLED (exit code 128 + the signal's number).
     """
     mlflow.set_tracking_uri(absolute_tracking_uri(mlflow.get_tracking_uri()))
+    ensure_registered()
     try:
         check_tracking_server(mlflow.get_tracking_uri())
     except PipelineError as exc:

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from cifar_pipeline.local_store import absolute_tracking_uri, is_local_store
+from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered, is_local_store
 from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
 from cifar_pipeline.orchestrator.experiment import PROJECT_NAME, project_experiment_id
 from cifar_pipeline.orchestrator.planning import PipelineError, local_data_path
@@ -84,6 +84,7 @@ def read_only_mounts(step: str, params: dict[str, str]) -> list[Path]:
 def run_step(step: str, params: dict[str, str], extra_docker_args: dict[str, str | bool], image: str) -> str:
     """Run the step to its end; return its run's status."""
     tracking_uri = absolute_tracking_uri(mlflow.get_tracking_uri())
+    ensure_registered()
     experiment = experiment_id(tracking_uri)
     local = is_local_store(tracking_uri)
     root = file_artifact_root(experiment, MlflowClient(tracking_uri)) if local else None
