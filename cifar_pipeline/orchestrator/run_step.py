@@ -35,7 +35,7 @@ from cifar_pipeline.orchestrator.step_container import (
     STEPS_DIR,
     file_artifact_root,
     pinned_project,
-    tracking_uri_as,
+    submit_step,
 )
 from cifar_pipeline.orchestrator.tracking_server import TrackingServerError, serving
 from cifar_pipeline.tracking import FETCH, STEPS, TRAIN
@@ -94,24 +94,14 @@ def run_step(step: str, params: dict[str, str], extra_docker_args: dict[str, str
     args |= extra_docker_args
     with tempfile.TemporaryDirectory(prefix=f"{step}-alone-") as work, serving(tracking_uri) as server:
         project = pinned_project(step, image, Path(work)) if image else STEPS_DIR / step
-        with tracking_uri_as(server.url() if server else tracking_uri):
-            submitted = mlflow.projects.run(
-                uri=str(project),
-                entry_point="main",
-                parameters=params,
-                experiment_id=experiment,
-                docker_args=args,
-                env_manager="local",
-                synchronous=False,
-                build_image=False,
-                run_name=step,
-            )
-            try:
-                submitted.wait()
-            except BaseException:
-                submitted.cancel()
-                raise
-            status = submitted.get_status()
+        container_uri = server.url() if server else tracking_uri
+        submitted = submit_step(project, params, experiment, args, container_uri, run_name=step)
+        try:
+            submitted.wait()
+        except BaseException:
+            submitted.cancel()
+            raise
+        status = submitted.get_status()
         log.info("step %s: run %s %s", step, submitted.run_id, status)
         sys.stdout.write(f"{step} run {submitted.run_id}: {status}\n")
     return status

@@ -31,7 +31,7 @@ from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled
 from cifar_pipeline.local_store import is_local_store
 from cifar_pipeline.orchestrator import orphans
-from cifar_pipeline.orchestrator.containers import step_docker_args
+from cifar_pipeline.orchestrator.containers import DockerArgs, step_docker_args
 from cifar_pipeline.orchestrator.tracking_server import LocalTrackingServer
 from cifar_pipeline.tracking import KILLED
 
@@ -94,6 +94,33 @@ def tracking_uri_as(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)
 
 
+def submit_step(
+    project: Path,
+    params: dict[str, Any],
+    experiment_id: str,
+    docker_args: DockerArgs,
+    container_tracking_uri: str,
+    run_name: str | None = None,
+) -> SubmittedRun:
+    """Start a step's MLflow project in its container, asynchronously.
+
+    MLflow creates the step run, and hands the container its tracking URI, with the URI it
+    is set to: `container_tracking_uri`, a local store's server, so no store is mounted.
+    """
+    with tracking_uri_as(container_tracking_uri):
+        return mlflow.projects.run(
+            uri=str(project),
+            entry_point="main",
+            parameters=params,
+            experiment_id=experiment_id,
+            docker_args=docker_args,
+            env_manager="local",
+            synchronous=False,
+            build_image=False,
+            run_name=run_name,
+        )
+
+
 class StepContainers:
     """Runs steps as child runs of the active run; knows the one running now."""
 
@@ -142,19 +169,8 @@ class StepContainers:
             labels = orphans.container_labels(step, parent.info.run_id, tracking_uri)
             args["label-file"] = str(orphans.write_label_file(labels, Path(work) / "labels"))
             recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
-            # MLflow creates the step run, and hands the container the tracking URI, with
-            # the URI it is set to: the server's, so the container gets no store mounted.
-            with tracking_uri_as(served_uri):
-                submitted = mlflow.projects.run(
-                    uri=str(pinned_project(step, image, Path(work))),
-                    entry_point="main",
-                    parameters=params,
-                    experiment_id=experiment_id,
-                    docker_args=args,
-                    env_manager="local",
-                    synchronous=False,
-                    build_image=False,
-                )
+            project = pinned_project(step, image, Path(work))
+            submitted = submit_step(project, params, experiment_id, args, served_uri)
             self.running = container
             try:
                 if isinstance(submitted, LocalSubmittedRun):
