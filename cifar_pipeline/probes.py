@@ -120,10 +120,18 @@ def bad_requests(max_body_bytes: int) -> dict[str, Callable[[str], requests.Resp
             f"{u}/predict/image", files={"file": ("notes.txt", b"not an image", "text/plain")}
         ),
         "v2 wrong datatype": lambda u: requests.post(
-            f"{u}/v2/models/x/infer",
-            json={"inputs": [{"name": "i", "shape": [1], "datatype": "FP32", "data": [0]}]},
+            f"{u}/v2/models/{model_name(u)}/infer",
+            json={"inputs": [{"name": "images", "shape": [1, 32, 32, 3], "datatype": "FP32", "data": [0]}]},
+        ),
+        "v2 unknown model": lambda u: requests.post(
+            f"{u}/v2/models/no-such-model/infer",
+            json={"inputs": [{"name": "images", "shape": [1], "datatype": "UINT8", "data": [0]}]},
         ),
     }
+
+
+def model_name(url: str) -> str:
+    return str(requests.get(f"{url}/metadata", timeout=10).json()["model_name"])
 
 
 def check_bad_inputs(url: str, max_body_bytes: int) -> Findings:
@@ -131,7 +139,9 @@ def check_bad_inputs(url: str, max_body_bytes: int) -> Findings:
     for problem, send in bad_requests(max_body_bytes).items():
         response = send(url)
         is_json = response.headers.get("content-type", "").startswith("application/json")
-        detail = response.json().get("detail") if is_json else None
+        # the Open Inference Protocol's error object on its routes, FastAPI's elsewhere
+        key = "error" if problem.startswith("v2 ") else "detail"
+        detail = response.json().get(key) if is_json else None
         found.expect(
             400 <= response.status_code < 500 and bool(detail),
             f"{problem}: answered {response.status_code} {response.text[:200]!r}; expected 4xx + message",

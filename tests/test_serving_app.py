@@ -191,23 +191,38 @@ def test_open_inference_protocol_round_trip(client: TestClient, model_dir: tuple
 @pytest.mark.parametrize(
     ("payload", "status", "message"),
     [
-        ({"inputs": []}, 422, "exactly one tensor"),
+        ({"inputs": []}, 400, "exactly one tensor"),
         (
             {"inputs": [{"name": "images", "shape": [1, 32, 32, 3], "datatype": "FP32", "data": [0]}]},
-            422,
-            "UINT8",
+            400,
+            "expected 'UINT8'",
         ),
         (
             {"inputs": [{"name": "images", "shape": [1, 28, 28, 3], "datatype": "UINT8", "data": [0]}]},
-            422,
-            "shape",
+            400,
+            "expected [N, 32, 32, 3]",
         ),
         (
             {"inputs": [{"name": "images", "shape": [1, 32, 32, 3], "datatype": "UINT8", "data": [0]}]},
-            422,
-            "3072",
+            400,
+            "needs 3072",
         ),
-        ({"inputs": [{"name": "images", "shape": [1, 32, 32, 3], "datatype": "UINT8"}]}, 422, "data"),
+        ({"inputs": [{"name": "images", "shape": [1, 32, 32, 3], "datatype": "UINT8"}]}, 400, "no 'data'"),
+        (
+            {"inputs": [{"name": "pixels", "shape": [1, 32, 32, 3], "datatype": "UINT8"}]},
+            400,
+            "unknown input",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "images", "shape": [1, 32, 32, 3], "datatype": "UINT8", "data": [0] * 3072}
+                ],
+                "outputs": [{"name": "embeddings"}],
+            },
+            400,
+            "unknown output 'embeddings'",
+        ),
         (
             {"inputs": [{"name": "images", "shape": [9, 32, 32, 3], "datatype": "UINT8", "data": [0]}]},
             413,
@@ -215,19 +230,24 @@ def test_open_inference_protocol_round_trip(client: TestClient, model_dir: tuple
         ),
     ],
 )
-def test_open_inference_protocol_bad_requests(
+def test_open_inference_protocol_bad_requests_get_its_error_body(
     client: TestClient, payload: dict, status: int, message: str
 ) -> None:
     response = client.post("/v2/models/cifar/infer", json=payload)
     assert response.status_code == status
-    assert message in response.json()["detail"]
+    assert message in response.json()["error"]
     assert client.get("/v2/health/ready").status_code == 200
 
 
-def test_unknown_model_name_is_404(client: TestClient) -> None:
+def test_unknown_model_name_is_404_with_the_protocols_error_body(client: TestClient) -> None:
     response = client.post("/v2/models/resnet/infer", json=oip_request(np.zeros((1, 32, 32, 3), np.uint8)))
     assert response.status_code == 404
-    assert "'cifar'" in response.json()["detail"]
+    assert "'cifar'" in response.json()["error"]
+    assert client.get("/v2/models/cifar/versions/m2/ready").json() == {
+        "error": "model 'cifar' has no version 'm2'; it has 'm1'"
+    }
+    assert client.get("/v2/no/such/route").json() == {"error": "Not Found"}
+    assert client.get("/no/such/route").json() == {"detail": "Not Found"}  # FastAPI's own, off the protocol
 
 
 def metric(text: str, name: str, **labels: str) -> float:

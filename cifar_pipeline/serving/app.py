@@ -7,7 +7,9 @@ training images, so serving cannot resize differently from training.
 
 Routes: /health, /ready, /metadata, POST /predict (JSON batch of uint8 arrays or base64
 PNG/JPEG), POST /predict/image (one uploaded file), the Open Inference Protocol v2
-(/v2/health/*, /v2/models/{name}, POST /v2/models/{name}/infer) and /metrics.
+(/v2, /v2/health/*, /v2/models/{name}[/versions/{version}][/ready|/infer], with the binary
+tensor data extension, see oip.py; errors there in the protocol's {"error": ...} body)
+and /metrics.
 
 Settings come from the environment (see `Settings.from_env`). Parsing runs in a thread
 pool sized to the container's CPUs; inference runs on one thread that batches the
@@ -32,13 +34,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cifar_pipeline.serving import inputs
+from cifar_pipeline.serving import inputs, oip
 from cifar_pipeline.serving.batching import DynamicBatcher
 from cifar_pipeline.serving.inputs import IMAGE_SHAPE, InputError
 from cifar_pipeline.serving.metrics import BodyLimitMiddleware, BodyTooLarge, MetricsMiddleware, ServerMetrics
+from cifar_pipeline.serving.oip import softmax
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +104,9 @@ def load_model(model_dir: Path, threads: int) -> LoadedModel:
     return LoadedModel(session=session, input_name=session.get_inputs()[0].name, metadata=metadata)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+def error_body(request: Request, message: str) -> dict[str, str]:
+    """The Open Inference Protocol's error object on its routes, FastAPI's elsewhere."""
+    return {"error": message} if request.url.path.startswith("/v2") else {"detail": message}
 
 
 def predictions(logits: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
@@ -170,11 +174,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+        return JSONResponse(status_code=exc.status, content=error_body(request, str(exc)))
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(status_code=413, content={"detail": str(exc)})
+        return JSONResponse(status_code=413, content=error_body(request, str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/v2"):
+            return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)})
+        return await http_exception_handler(request, exc)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -214,7 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Open Inference Protocol v2 (KServe / Triton clients)
     @app.get("/v2")
     def oip_server() -> dict[str, Any]:
-        return {"name": "cifar-pipeline", "version": "1", "extensions": []}
+        return {"name": "cifar-pipeline", "version": "1", "extensions": oip.EXTENSIONS}
 
     @app.get("/v2/health/live")
     def oip_live() -> dict[str, bool]:
@@ -225,63 +235,63 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model()
         return {"ready": True}
 
-    def named_model(name: str) -> LoadedModel:
+    def version_of(loaded: LoadedModel) -> str:
+        return str(loaded.metadata.get("model_run_id", "1"))
+
+    def named_model(name: str, version: str | None = None) -> LoadedModel:
         if name != settings.model_name:
             raise HTTPException(
                 status_code=404, detail=f"unknown model {name!r}; this server has {settings.model_name!r}"
             )
-        return model()
+        loaded = model()
+        if version is not None and version != version_of(loaded):
+            raise HTTPException(
+                status_code=404,
+                detail=f"model {name!r} has no version {version!r}; it has {version_of(loaded)!r}",
+            )
+        return loaded
 
     @app.get("/v2/models/{name}")
-    def oip_model(name: str) -> dict[str, Any]:
-        loaded = named_model(name)
+    @app.get("/v2/models/{name}/versions/{version}")
+    def oip_model(name: str, version: str | None = None) -> dict[str, Any]:
+        loaded = named_model(name, version)
+        classes = len(loaded.class_names)
         return {
             "name": name,
-            "versions": [str(loaded.metadata.get("model_run_id", "1"))],
+            "versions": [version_of(loaded)],
             "platform": "onnxruntime_onnx",
             "inputs": [
-                {"name": loaded.input_name, "datatype": inputs.OIP_DATATYPE, "shape": [-1, *IMAGE_SHAPE]}
+                {"name": loaded.input_name, "datatype": oip.INPUT_DATATYPE, "shape": [-1, *IMAGE_SHAPE]}
             ],
             "outputs": [
-                {"name": "logits", "datatype": "FP32", "shape": [-1, len(loaded.class_names)]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(loaded.class_names)]},
+                {"name": output, "datatype": oip.OUTPUT_DATATYPE, "shape": [-1, classes]}
+                for output in oip.OUTPUT_NAMES
             ],
         }
 
     @app.get("/v2/models/{name}/ready")
-    def oip_model_ready(name: str) -> dict[str, Any]:
-        named_model(name)
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    def oip_model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        named_model(name, version)
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer")
-    async def oip_infer(name: str, request: Request) -> dict[str, Any]:
-        loaded = named_model(name)
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def oip_infer(name: str, request: Request, version: str | None = None) -> Response:
+        loaded = named_model(name, version)
         body = await request.body()
-        parsed: dict[str, Any] = {}
+        header_length = request.headers.get(oip.HEADER_LENGTH)
+        parsed: list[oip.InferRequest] = []
 
         def parse() -> np.ndarray:
-            images, payload = inputs.oip_input(body, settings.max_batch)
-            parsed.update(payload)
-            return images
+            parsed.append(oip.parse_request(body, header_length, loaded.input_name, settings.max_batch))
+            return parsed[0].images
 
         logits = await infer(parse)
-        shape = list(logits.shape)
-        response: dict[str, Any] = {
-            "model_name": name,
-            "model_version": str(loaded.metadata.get("model_run_id", "1")),
-            "outputs": [
-                {"name": "logits", "datatype": "FP32", "shape": shape, "data": logits.ravel().tolist()},
-                {
-                    "name": "probabilities",
-                    "datatype": "FP32",
-                    "shape": shape,
-                    "data": softmax(logits).ravel().tolist(),
-                },
-            ],
-        }
-        if "id" in parsed:
-            response["id"] = parsed["id"]
-        return response
+        encoded = await asyncio.get_running_loop().run_in_executor(
+            state["pool"], oip.encode_response, parsed[0], logits, name, version_of(loaded)
+        )
+        return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
     @app.get("/metrics")
     def prometheus() -> Response:

@@ -16,7 +16,6 @@ import numpy as np
 from cifar_pipeline import images as image_codec
 
 IMAGE_SHAPE = (32, 32, 3)
-OIP_DATATYPE = "UINT8"
 
 
 class InputError(ValueError):
@@ -92,27 +91,3 @@ def uploaded_image(data: bytes, filename: str) -> np.ndarray:
         return image_codec.decode(data, filename)[None]
     except image_codec.ImageError as exc:
         raise InputError(str(exc), status=415) from exc
-
-
-def oip_input(body: bytes, max_batch: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """An Open Inference Protocol v2 infer request: one UINT8 tensor [N, 32, 32, 3]."""
-    payload = parse_json(body)
-    inputs = payload.get("inputs") if isinstance(payload, dict) else None
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise InputError("expected 'inputs': a list of exactly one tensor")
-    tensor = inputs[0]
-    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
-    if missing:
-        raise InputError(f"input tensor lacks {', '.join(missing)}")
-    if tensor["datatype"] != OIP_DATATYPE:
-        raise InputError(f"datatype {tensor['datatype']!r}: expected {OIP_DATATYPE!r}")
-    shape = tensor["shape"]
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape)):
-        raise InputError(f"shape {shape!r}: expected [N, 32, 32, 3]")
-    if tuple(shape[1:]) != IMAGE_SHAPE:
-        raise InputError(f"shape {shape}: expected [N, {', '.join(map(str, IMAGE_SHAPE))}]")
-    check_batch_size(shape[0], max_batch)
-    flat = pixel_array(tensor["data"], "'data'").reshape(-1)
-    if flat.size != int(np.prod(shape)):
-        raise InputError(f"'data' holds {flat.size} values; shape {shape} needs {int(np.prod(shape))}")
-    return flat.reshape(shape), payload
