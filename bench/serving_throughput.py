@@ -11,7 +11,10 @@ makes (`mlflow models serve` itself defaults to one).
 
 The load generator is wrk, the same for both: batch-1 requests (one 32x32 image as JSON
 pixel arrays, in each server's own request format) over 1 and over 8 connections, each
-sending its next request as soon as the last is answered. After a warm-up, each level
+sending its next request as soon as the last is answered. Our server is also measured on
+its Open Inference Protocol route, with the image as a JSON tensor (`ours-v2-json`) and
+as binary tensor data, the logits coming back binary too (`ours-v2-binary`): what
+Triton's and KServe's clients send by default. After a warm-up, each level
 runs for --seconds. Prints requests/s and latency p50/p95/p99, and our server's ratio to
 MLflow's; then ONNX Runtime's own images/s on this model with the server's settings and
 no HTTP at all (batch 1, and batch = each concurrency): the ceiling for any server.
@@ -155,11 +158,27 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def wrk(url: str, body: Path, connections: int, seconds: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Body:
+    path: Path
+    header_length: int | None = None  # a binary Open Inference Protocol request's JSON length
+
+    def headers(self) -> dict[str, str]:
+        if self.header_length is None:
+            return {"Content-Type": "application/json"}
+        return {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(self.header_length),
+        }
+
+
+def wrk(url: str, body: Body, connections: int, seconds: float) -> dict[str, Any]:
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-        "-s", str(WRK_SCRIPT), url, "--", str(body),
+        "-s", str(WRK_SCRIPT), url, "--", str(body.path),
     ]  # fmt: skip
+    if body.header_length is not None:
+        command.append(str(body.header_length))
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     report: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     if report["non_2xx"] or report["socket_errors"]:
@@ -168,7 +187,7 @@ def wrk(url: str, body: Path, connections: int, seconds: float) -> dict[str, Any
     return report
 
 
-def measure(server: str, url: str, body: Path, levels: list[int], seconds: float) -> list[Load]:
+def measure(server: str, url: str, body: Body, levels: list[int], seconds: float) -> list[Load]:
     wrk(url, body, max(levels), min(seconds, 3))  # warm-up: arenas, caches, worker processes
     rows = []
     for connections in levels:
@@ -208,11 +227,22 @@ def model_ceiling(
     return ceiling
 
 
-def first_prediction(url: str, body: bytes) -> np.ndarray:
-    """The logits of one answer, from either server's response format."""
-    answer = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+def first_prediction(url: str, body: Body) -> np.ndarray:
+    """The logits of one answer, from any of the servers' response formats."""
+    answer = requests.post(url, data=body.path.read_bytes(), headers=body.headers(), timeout=30)
     answer.raise_for_status()
+    if header := answer.headers.get("Inference-Header-Content-Length"):  # binary tensor data
+        outputs = json.loads(answer.content[: int(header)])["outputs"]
+        offset = int(header)
+        for output in outputs:
+            size = output["parameters"]["binary_data_size"]
+            if output["name"] == "logits":
+                return np.frombuffer(answer.content[offset : offset + size], dtype="<f4")[:10]
+            offset += size
     payload = answer.json()
+    if "outputs" in payload:  # the Open Inference Protocol's JSON tensors
+        logits = next(o for o in payload["outputs"] if o["name"] == "logits")
+        return np.asarray(logits["data"][: logits["shape"][1]], dtype=np.float32)
     if "predictions" in payload and isinstance(payload["predictions"], list) and payload["predictions"]:
         first = payload["predictions"][0]
         return np.asarray(first["logits"] if isinstance(first, dict) else first, dtype=np.float32)
@@ -230,13 +260,35 @@ def report(rows: list[Load], levels: list[int]) -> tuple[list[str], dict[str, fl
     ]
     by_key = {(row.server, row.concurrency): row for row in rows}
     ratios = {}
-    for level in levels:
-        ours, theirs = by_key[("ours", level)], by_key[("mlflow", level)]
-        ratio = ours.requests_per_second / theirs.requests_per_second
-        throughput = ratios[f"c{level}_throughput_ratio"] = ratio
-        p99 = ratios[f"c{level}_p99_ratio"] = theirs.p99_ms / ours.p99_ms
-        lines.append(f"concurrency {level}: ours/mlflow throughput {throughput:.2f}x; p99 {p99:.2f}x lower")
+    for server in dict.fromkeys(row.server for row in rows if row.server != "mlflow"):
+        prefix = "" if server == "ours" else f"{server.removeprefix('ours-').replace('-', '_')}_"
+        for level in levels:
+            ours, theirs = by_key[(server, level)], by_key[("mlflow", level)]
+            ratio = ours.requests_per_second / theirs.requests_per_second
+            throughput = ratios[f"{prefix}c{level}_throughput_ratio"] = ratio
+            p99 = ratios[f"{prefix}c{level}_p99_ratio"] = theirs.p99_ms / ours.p99_ms
+            lines.append(
+                f"concurrency {level}: {server}/mlflow throughput {throughput:.2f}x; p99 {p99:.2f}x lower"
+            )
     return lines, ratios
+
+
+def oip_bodies(work: Path, picture: np.ndarray, input_name: str) -> tuple[Body, Body]:
+    """One image as an Open Inference Protocol request: a JSON tensor, and binary tensor data
+    with every output asked for as binary (Triton's client's default request)."""
+    tensor = {"name": input_name, "shape": [1, *picture.shape], "datatype": "UINT8"}
+    as_json = Path(work, "v2.json")
+    as_json.write_text(json.dumps({"inputs": [{**tensor, "data": picture.ravel().tolist()}]}))
+    raw = picture.astype(np.uint8).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    as_binary = Path(work, "v2.bin")
+    as_binary.write_bytes(header + raw)
+    return Body(as_json), Body(as_binary, len(header))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -261,28 +313,38 @@ def main(argv: list[str] | None = None) -> None:
     model_uri = logged_model_uri(client, model_run_id)
     log.info("build run %s: image %s, model %s", build_run_id, image, model_uri)
 
-    picture = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8).tolist()
+    picture = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as work:
-        ours_body, mlflow_body = Path(work, "ours.json"), Path(work, "mlflow.json")
-        ours_body.write_text(json.dumps({"images": [picture]}))
-        mlflow_body.write_text(json.dumps({"inputs": [picture]}))
+        ours_body, mlflow_body = Body(Path(work, "ours.json")), Body(Path(work, "mlflow.json"))
+        ours_body.path.write_text(json.dumps({"images": [picture.tolist()]}))
+        mlflow_body.path.write_text(json.dumps({"inputs": [picture.tolist()]}))
+        answers: dict[str, np.ndarray] = {}
         with our_server(image, free_port()) as url:
-            ours_logits = first_prediction(f"{url}/predict", ours_body.read_bytes())
-            rows = measure("ours", f"{url}/predict", ours_body, args.concurrency, args.seconds)
+            metadata = requests.get(f"{url}/metadata", timeout=10).json()
+            infer_url = f"{url}/v2/models/{metadata['model_name']}/infer"
+            v2_json, v2_binary = oip_bodies(Path(work), picture, metadata["input"]["name"])
+            rows = []
+            for server, route, body in (
+                ("ours", f"{url}/predict", ours_body),
+                ("ours-v2-json", infer_url, v2_json),
+                ("ours-v2-binary", infer_url, v2_binary),
+            ):
+                answers[server] = first_prediction(route, body)
+                rows += measure(server, route, body, args.concurrency, args.seconds)
         with mlflow_server(model_uri, free_port(), args.mlflow_workers, Path(work, "mlflow.log")) as url:
-            mlflow_logits = first_prediction(f"{url}/invocations", mlflow_body.read_bytes())
+            mlflow_logits = first_prediction(f"{url}/invocations", mlflow_body)
             rows += measure("mlflow", f"{url}/invocations", mlflow_body, args.concurrency, args.seconds)
         ceiling = model_ceiling(model_run_id, Path(work), [1, *args.concurrency])
 
-    # The comparison means something only if both served the same model.
-    difference = float(np.abs(ours_logits - mlflow_logits).max())
+    # The comparison means something only if every route served the same model.
+    difference = max(float(np.abs(logits - mlflow_logits).max()) for logits in answers.values())
     if difference > 1e-3:
         raise SystemExit(f"the two servers disagree: max logit difference {difference:.3g}")
     lines, ratios = report(rows, args.concurrency)
     header = [
         f"build run {build_run_id}; {len(os.sched_getaffinity(0))} CPUs; wrk, {args.seconds:g} s per level; "
         f"MLflow workers: {args.mlflow_workers}",
-        f"both servers give the same answer (max logit difference {difference:.2g})",
+        f"every route gives the same answer (max logit difference {difference:.2g})",
         "",
     ]
     ceiling_line = ", ".join(f"batch {b}: {rate:,.0f} images/s" for b, rate in ceiling.items())

@@ -1,11 +1,17 @@
 -- wrk script for bench/serving_throughput.py: POST the body in the file named by the
 -- first script argument, and print one JSON line with throughput, latency percentiles
--- and error counts when the run ends.
+-- and error counts when the run ends. A second argument is the length of the JSON header
+-- of a binary Open Inference Protocol request (binary tensor data after it).
 function init(args)
   local file = assert(io.open(args[1], "rb"))
   wrk.method = "POST"
   wrk.body = file:read("*a")
-  wrk.headers["Content-Type"] = "application/json"
+  if args[2] then
+    wrk.headers["Content-Type"] = "application/octet-stream"
+    wrk.headers["Inference-Header-Content-Length"] = args[2]
+  else
+    wrk.headers["Content-Type"] = "application/json"
+  end
   file:close()
 end
 
