@@ -5,56 +5,29 @@ over real HTTP, the served logits compared with the model's own."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as triton
-import uvicorn
 from tritonclient.utils import InferenceServerException
 
 from cifar_pipeline.model import Classifier
-from cifar_pipeline.onnx_export import export_onnx, torch_logits
-from cifar_pipeline.serving.app import Settings, create_app
-
-MODEL = "cifar"
-NAMES = [f"c{i}" for i in range(10)]
+from cifar_pipeline.onnx_export import torch_logits
+from tests.serving_server import MODEL, exported_model, serving
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Classifier]:
-    torch.manual_seed(0)
-    classifier = Classifier(10, [0.5] * 3, [0.25] * 3).eval()
     directory = tmp_path_factory.mktemp("model")
-    export_onnx(classifier, directory / "model.onnx")
-    (directory / "metadata.json").write_text(json.dumps({"model_run_id": "m1", "class_names": NAMES}))
-    return directory, classifier
+    return directory, exported_model(directory)
 
 
 @pytest.fixture(scope="module")
 def server_url(model: tuple[Path, Classifier]) -> Iterator[str]:
-    """The inference app under uvicorn on a free loopback port, as the inference image runs it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = Settings(model_dir=model[0], max_batch=16, model_name=MODEL)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the inference server did not start"
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(model[0]) as url:
+        yield url.removeprefix("http://")
 
 
 @pytest.fixture

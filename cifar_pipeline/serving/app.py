@@ -34,16 +34,25 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cifar_pipeline.serving import inputs, oip
+from cifar_pipeline.serving import inputs
 from cifar_pipeline.serving.batching import DynamicBatcher
-from cifar_pipeline.serving.inputs import IMAGE_SHAPE, InputError
-from cifar_pipeline.serving.metrics import BodyLimitMiddleware, BodyTooLarge, MetricsMiddleware, ServerMetrics
+from cifar_pipeline.serving.errors import install_error_handlers
+from cifar_pipeline.serving.inputs import IMAGE_SHAPE
+from cifar_pipeline.serving.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from cifar_pipeline.serving.oip import softmax
+from cifar_pipeline.serving.oip_routes import add_oip_routes
+from cifar_pipeline.serving.schemas import (
+    NOT_LOADED,
+    PREDICT_BODY,
+    PROMETHEUS_TEXT,
+    TOO_BIG,
+    TOO_SLOW,
+    ErrorDetail,
+    errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +111,6 @@ def load_model(model_dir: Path, threads: int) -> LoadedModel:
     )
     metadata = json.loads((model_dir / METADATA_FILE).read_text())
     return LoadedModel(session=session, input_name=session.get_inputs()[0].name, metadata=metadata)
-
-
-def error_body(request: Request, message: str) -> dict[str, str]:
-    """The Open Inference Protocol's error object on its routes, FastAPI's elsewhere."""
-    return {"error": message} if request.url.path.startswith("/v2") else {"detail": message}
 
 
 def predictions(logits: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
@@ -172,30 +176,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loaded = model()
         return predictions(await infer(parse), loaded.class_names)
 
-    @app.exception_handler(InputError)
-    async def input_error(request: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content=error_body(request, str(exc)))
-
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(status_code=413, content=error_body(request, str(exc)))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/v2"):
-            return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)})
-        return await http_exception_handler(request, exc)
+    install_error_handlers(app)
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready")
+    @app.get("/ready", responses=errors(ErrorDetail, s503=NOT_LOADED))
     def ready() -> dict[str, str]:
         model()
         return {"status": "ready"}
 
-    @app.get("/metadata")
+    @app.get("/metadata", responses=errors(ErrorDetail, s503=NOT_LOADED))
     def metadata() -> dict[str, Any]:
         loaded = model()
         return {
@@ -210,90 +202,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
         }
 
-    @app.post("/predict")
+    @app.post(
+        "/predict",
+        openapi_extra={"requestBody": PREDICT_BODY},
+        responses=errors(
+            ErrorDetail,
+            s400="malformed JSON",
+            s413=TOO_BIG,
+            s415="a base64 string that is no PNG or JPEG image",
+            s422="an empty or mixed batch, or pixels of the wrong shape, type or range",
+            s503=NOT_LOADED,
+            s504=TOO_SLOW,
+        ),
+    )
     async def predict(request: Request) -> dict[str, Any]:
         body = await request.body()
         return {"predictions": await classify(lambda: inputs.predict_batch(body, settings.max_batch))}
 
-    @app.post("/predict/image")
+    @app.post(
+        "/predict/image",
+        responses=errors(
+            ErrorDetail,
+            s400="malformed multipart data",
+            s413=TOO_BIG,
+            s415="a file that is no PNG or JPEG image",
+            s422="no file, or an empty one",
+            s503=NOT_LOADED,
+            s504=TOO_SLOW,
+        ),
+    )
     async def predict_image(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI's idiom)
         data = await file.read()
         name = file.filename or "upload"
         return (await classify(lambda: inputs.uploaded_image(data, name)))[0]
 
-    # Open Inference Protocol v2 (KServe / Triton clients)
-    @app.get("/v2")
-    def oip_server() -> dict[str, Any]:
-        return {"name": "cifar-pipeline", "version": "1", "extensions": oip.EXTENSIONS}
+    add_oip_routes(app, settings, model, infer, lambda: state["pool"])
 
-    @app.get("/v2/health/live")
-    def oip_live() -> dict[str, bool]:
-        return {"live": True}
-
-    @app.get("/v2/health/ready")
-    def oip_ready() -> dict[str, bool]:
-        model()
-        return {"ready": True}
-
-    def version_of(loaded: LoadedModel) -> str:
-        return str(loaded.metadata.get("model_run_id", "1"))
-
-    def named_model(name: str, version: str | None = None) -> LoadedModel:
-        if name != settings.model_name:
-            raise HTTPException(
-                status_code=404, detail=f"unknown model {name!r}; this server has {settings.model_name!r}"
-            )
-        loaded = model()
-        if version is not None and version != version_of(loaded):
-            raise HTTPException(
-                status_code=404,
-                detail=f"model {name!r} has no version {version!r}; it has {version_of(loaded)!r}",
-            )
-        return loaded
-
-    @app.get("/v2/models/{name}")
-    @app.get("/v2/models/{name}/versions/{version}")
-    def oip_model(name: str, version: str | None = None) -> dict[str, Any]:
-        loaded = named_model(name, version)
-        classes = len(loaded.class_names)
-        return {
-            "name": name,
-            "versions": [version_of(loaded)],
-            "platform": "onnxruntime_onnx",
-            "inputs": [
-                {"name": loaded.input_name, "datatype": oip.INPUT_DATATYPE, "shape": [-1, *IMAGE_SHAPE]}
-            ],
-            "outputs": [
-                {"name": output, "datatype": oip.OUTPUT_DATATYPE, "shape": [-1, classes]}
-                for output in oip.OUTPUT_NAMES
-            ],
-        }
-
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{version}/ready")
-    def oip_model_ready(name: str, version: str | None = None) -> dict[str, Any]:
-        named_model(name, version)
-        return {"name": name, "ready": True}
-
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def oip_infer(name: str, request: Request, version: str | None = None) -> Response:
-        loaded = named_model(name, version)
-        body = await request.body()
-        header_length = request.headers.get(oip.HEADER_LENGTH)
-        parsed: list[oip.InferRequest] = []
-
-        def parse() -> np.ndarray:
-            parsed.append(oip.parse_request(body, header_length, loaded.input_name, settings.max_batch))
-            return parsed[0].images
-
-        logits = await infer(parse)
-        encoded = await asyncio.get_running_loop().run_in_executor(
-            state["pool"], oip.encode_response, parsed[0], logits, name, version_of(loaded)
-        )
-        return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
-
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={200: PROMETHEUS_TEXT})
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -72,14 +72,19 @@ def predict_batch(body: bytes, max_batch: int) -> np.ndarray:
     if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
         raise InputError("expected a JSON object with a list under 'images'")
     items: list[Any] = payload["images"]
-    check_batch_size(len(items), max_batch)
+    # What the items are before how many: a malformed request is told what is wrong with it,
+    # not that it is big. (The body limit bounds this work; decoding images waits for the count.)
+    if not items:
+        check_batch_size(0, max_batch)
     if all(isinstance(item, str) for item in items):
+        check_batch_size(len(items), max_batch)
         return np.stack([decode_base64_image(item, i) for i, item in enumerate(items)])
     if any(isinstance(item, str) for item in items):
         raise InputError("'images' mixes base64 strings and pixel arrays: send one kind per request")
     batch = pixel_array(items, "'images'")
     if batch.shape[1:] != IMAGE_SHAPE:
         raise InputError(f"each image must have shape {list(IMAGE_SHAPE)} (HWC), got {list(batch.shape[1:])}")
+    check_batch_size(len(items), max_batch)
     return batch
 
 

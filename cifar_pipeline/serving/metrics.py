@@ -98,7 +98,9 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await send_json(send, 413, {"detail": str(BodyTooLarge(self.limit))})
+            # the Open Inference Protocol's error object on its routes, FastAPI's elsewhere
+            key = "error" if str(scope.get("path", "")).startswith("/v2") else "detail"
+            await send_json(send, 413, {key: str(BodyTooLarge(self.limit))})
             return
         received = 0
 
