@@ -42,7 +42,8 @@ def test_every_operation_keeps_to_the_document(server: str, tmp_path: Path) -> N
         "--max-examples", "40", "--seed", "20261202", "--no-color",
         "--report", "junit", "--report-junit-path", str(tmp_path / "junit.xml"),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    # in tmp_path: the fuzzer keeps its cache there, not in the checkout
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     sys.stdout.write(result.stdout[-4000:])
     assert result.returncode == 0, result.stdout[-30000:] + result.stderr[-2000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
