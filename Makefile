@@ -33,6 +33,8 @@ $(VENV)/.orchestrator: requirements/orchestrator.txt requirements/pins.txt pypro
 dev-venv: $(VENV)/.dev
 $(VENV)/.dev: requirements/*.txt | venv
 	$(VENV)/bin/pip install --quiet -r requirements/dev.txt
+	# KServe's client, without the dependencies it declares for its server (see the file)
+	$(VENV)/bin/pip install --quiet --no-deps -r requirements/kserve-client.txt
 	touch $@
 
 engine:

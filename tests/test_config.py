@@ -132,7 +132,7 @@ def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:
         for line in (ROOT / "requirements/pins.txt").read_text().splitlines()
         if "==" in line
     }
-    for name in (*STEPS, "serve", "orchestrator", "dev"):
+    for name in (*STEPS, "serve", "orchestrator", "dev", "kserve-client"):
         for line in (ROOT / f"requirements/{name}.txt").read_text().splitlines():
             if line and not line.startswith(("#", "-")):
                 package = line.split("[")[0]  # extras (`tritonclient[http]`) pick parts of a pinned package
