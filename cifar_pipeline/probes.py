@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,36 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def binary_infer(url: str, images: np.ndarray) -> np.ndarray | None:
+    """The logits of an Open Inference Protocol request in binary tensor data both ways, written
+    out by hand from the extension's document (not with the server's own code); None if refused."""
+    raw = np.ascontiguousarray(images, dtype=np.uint8).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "images", "shape": list(images.shape), "datatype": "UINT8",
+                 "parameters": {"binary_data_size": len(raw)}}
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()  # fmt: skip
+    answer = requests.post(
+        url,
+        data=header + raw,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        },
+        timeout=30,
+    )
+    length = answer.headers.get("Inference-Header-Content-Length")
+    if answer.status_code != 200 or length is None:
+        return None
+    [output] = json.loads(answer.content[: int(length)])["outputs"]
+    data = answer.content[int(length) : int(length) + output["parameters"]["binary_data_size"]]
+    return np.frombuffer(data, dtype="<f4").reshape(output["shape"])
+
+
 def check_endpoints(url: str, images: np.ndarray, expected_logits: np.ndarray, tolerance: float) -> Findings:
     """Every route answers as documented, and all prediction routes agree with the reference."""
     found = Findings()
@@ -76,6 +107,11 @@ def check_endpoints(url: str, images: np.ndarray, expected_logits: np.ndarray, t
             served is not None and np.allclose(served, expected_logits[:2], atol=tolerance),
             "v2 infer logits differ from the reference",
         )
+    served = binary_infer(f"{url}/v2/models/{name}/infer", one)
+    found.expect(
+        served is not None and np.allclose(served, expected_logits[:2], atol=tolerance),
+        "v2 infer with binary tensors (Triton's clients' default) is refused or differs from the reference",
+    )
     base64_batch = {"images": [base64.b64encode(png(image)).decode() for image in one]}
     encoded = requests.post(f"{url}/predict", json=base64_batch, timeout=30)
     found.expect(
