@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import docker
 import mlflow
@@ -124,3 +125,22 @@ def users_images_and_containers_untouched() -> Iterator[None]:
     assert not changed, f"the test suite changed or removed images it did not make: {changed}"
     gone = containers_before - containers_after
     assert not gone, f"the test suite removed containers it did not make: {sorted(gone)}"
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A small exported classifier in a model folder, as the inference image serves it; and the
+    PyTorch model, for the reference logits."""
+    from tests.serving_server import exported_model
+
+    directory = tmp_path_factory.mktemp("model")
+    return directory, exported_model(directory)
+
+
+@pytest.fixture(scope="module")
+def served_url(served_model: tuple[Path, Any]) -> Iterator[str]:
+    """The inference app under uvicorn on a loopback port: its base URL."""
+    from tests.serving_server import serving
+
+    with serving(served_model[0]) as url:
+        yield url

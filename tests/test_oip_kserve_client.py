@@ -5,7 +5,6 @@ server over real HTTP: a second client, written apart from Triton's, that must a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,19 +15,12 @@ from kserve.protocol.infer_type import RequestedOutput
 
 from cifar_pipeline.model import Classifier
 from cifar_pipeline.onnx_export import torch_logits
-from tests.serving_server import MODEL, exported_model, serving
+from tests.serving_server import MODEL
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Classifier]:
-    directory = tmp_path_factory.mktemp("model")
-    return directory, exported_model(directory)
-
-
-@pytest.fixture(scope="module")
-def server_url(model: tuple[Path, Classifier]) -> Iterator[str]:
-    with serving(model[0]) as url:
-        yield url
+def server_url(served_url: str) -> str:
+    return served_url
 
 
 def call(coroutine_of: object) -> object:
@@ -59,20 +51,20 @@ def test_health_and_metadata_through_the_client(server_url: str) -> None:
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_inference_returns_the_models_logits(
-    server_url: str, model: tuple[Path, Classifier], batch: int, binary: bool
+    server_url: str, served_model: tuple[Path, Classifier], batch: int, binary: bool
 ) -> None:
     images = np.random.default_rng(batch + 10).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
     response = call(
         lambda c: c.infer(server_url, request(images, binary, request_id=f"k-{batch}"), model_name=MODEL)
     )
     logits = response.get_output_by_name("logits").as_numpy()
-    np.testing.assert_allclose(logits, torch_logits(model[1], images), atol=1e-4)
+    np.testing.assert_allclose(logits, torch_logits(served_model[1], images), atol=1e-4)
     assert response.id == f"k-{batch}"
     probabilities = response.get_output_by_name("probabilities").as_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_requested_outputs_only(server_url: str, model: tuple[Path, Classifier]) -> None:
+def test_requested_outputs_only(server_url: str, served_model: tuple[Path, Classifier]) -> None:
     images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     wanted = [RequestedOutput("probabilities", {"binary_data": True})]
     response = call(

@@ -15,19 +15,12 @@ from tritonclient.utils import InferenceServerException
 
 from cifar_pipeline.model import Classifier
 from cifar_pipeline.onnx_export import torch_logits
-from tests.serving_server import MODEL, exported_model, serving
+from tests.serving_server import MODEL
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Classifier]:
-    directory = tmp_path_factory.mktemp("model")
-    return directory, exported_model(directory)
-
-
-@pytest.fixture(scope="module")
-def server_url(model: tuple[Path, Classifier]) -> Iterator[str]:
-    with serving(model[0]) as url:
-        yield url.removeprefix("http://")
+def server_url(served_url: str) -> str:
+    return served_url.removeprefix("http://")  # the Triton client takes host:port
 
 
 @pytest.fixture
@@ -56,12 +49,15 @@ def test_health_and_metadata_through_the_client(client: triton.InferenceServerCl
 @pytest.mark.parametrize("batch", [1, 3, 16])
 @pytest.mark.parametrize("binary_input", [True, False], ids=["binary-in", "json-in"])
 def test_the_clients_default_request_returns_the_models_logits(
-    client: triton.InferenceServerClient, model: tuple[Path, Classifier], batch: int, binary_input: bool
+    client: triton.InferenceServerClient,
+    served_model: tuple[Path, Classifier],
+    batch: int,
+    binary_input: bool,
 ) -> None:
     images = np.random.default_rng(batch).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
     # no outputs named: the client asks for every output as binary data
     result = client.infer(MODEL, [images_input(images, binary_input)], request_id=f"req-{batch}")
-    np.testing.assert_allclose(result.as_numpy("logits"), torch_logits(model[1], images), atol=1e-4)
+    np.testing.assert_allclose(result.as_numpy("logits"), torch_logits(served_model[1], images), atol=1e-4)
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (batch, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -73,12 +69,12 @@ def test_the_clients_default_request_returns_the_models_logits(
 
 @pytest.mark.parametrize("binary_output", [True, False], ids=["binary-out", "json-out"])
 def test_requested_outputs_only_and_in_the_format_asked(
-    client: triton.InferenceServerClient, model: tuple[Path, Classifier], binary_output: bool
+    client: triton.InferenceServerClient, served_model: tuple[Path, Classifier], binary_output: bool
 ) -> None:
     images = np.random.default_rng(7).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     wanted = [triton.InferRequestedOutput("logits", binary_data=binary_output)]
     result = client.infer(MODEL, [images_input(images, binary=False)], outputs=wanted, model_version="m1")
-    np.testing.assert_allclose(result.as_numpy("logits"), torch_logits(model[1], images), atol=1e-4)
+    np.testing.assert_allclose(result.as_numpy("logits"), torch_logits(served_model[1], images), atol=1e-4)
     assert result.as_numpy("probabilities") is None
     [output] = result.get_response()["outputs"]
     assert ("data" in output) is not binary_output

@@ -14,23 +14,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.serving_server import exported_model, serving
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("model")
-    exported_model(directory)
-    with serving(directory, max_batch=4) as url:
-        yield url
+def server(served_url: str) -> str:
+    return served_url
 
 
 def test_every_operation_keeps_to_the_document(server: str, tmp_path: Path) -> None:
