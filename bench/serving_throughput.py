@@ -30,8 +30,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import docker_utils
+from cifar_pipeline.processes import free_port, stop_process_group
 from cifar_pipeline.promotion.registry import logged_model_uri
 from cifar_pipeline.serving.app import available_cpus, load_model
 from cifar_pipeline.tracking import BUILD, STEP_TAG
@@ -65,12 +64,6 @@ class Load:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def latest_build_run(client: MlflowClient) -> str:
@@ -141,21 +134,7 @@ def mlflow_server(model_uri: str, port: int, workers: int, log_file: Path) -> It
             raise SystemExit(f"{exc}; its log:\n{log_file.read_text()[-3000:]}") from None
         yield url
     finally:
-        stop_process_group(server)
-
-
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group (uvicorn's workers are in it), SIGKILL it if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        stop_process_group(server, timeout=20)
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,19 @@ the tests that need a real HTTP server (real protocol clients, the schema-driven
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 import uvicorn
 
 from cifar_pipeline.model import Classifier
 from cifar_pipeline.onnx_export import export_onnx
+from cifar_pipeline.processes import free_port
 from cifar_pipeline.serving.app import Settings, create_app
 
 MODEL = "cifar"
@@ -32,12 +33,11 @@ def exported_model(directory: Path) -> Classifier:
 
 
 @contextmanager
-def serving(model_dir: Path, max_batch: int = 16) -> Iterator[str]:
-    """The server's base URL (`http://127.0.0.1:<port>`) while it runs."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = create_app(Settings(model_dir=model_dir, max_batch=max_batch, model_name=MODEL))
+def serving(model_dir: Path, **settings: Any) -> Iterator[str]:
+    """The server's base URL (`http://127.0.0.1:<port>`) while it runs; `settings` override
+    the defaults here (model name MODEL, batches of up to 16)."""
+    port = free_port()
+    app = create_app(Settings(**{"model_dir": model_dir, "max_batch": 16, "model_name": MODEL, **settings}))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from cifar_pipeline.orchestrator.experiment import PROJECT_NAME
 from cifar_pipeline.orchestrator.headline import HEADLINES
 from cifar_pipeline.orchestrator.step_container import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
+from cifar_pipeline.processes import free_port
 from cifar_pipeline.sources import cifar10
 from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, FETCH, STEP_TAG, STEPS, require_step_run
 from tests.conftest import CLASS_NAMES, md5_spec, noise_image, write_cifar_tarball
@@ -878,12 +878,6 @@ def test_bad_input_fails_cleanly(
     assert leftover_containers() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_tracking_server(
     port: int, store: Path, backend: str = "", artifacts: Path | None = None
 ) -> subprocess.Popen[bytes]:
@@ -915,7 +909,7 @@ def test_remote_tracking_server_restarted_mid_training(project: Path, tmp_path: 
     """With MLFLOW_TRACKING_URI=http://..., artifacts travel through the server only; the data
     comes from a CIFAR-10 mirror over HTTP, with its own checksum. The server goes down for
     10 s while the model trains: the clients retry, and nothing is lost."""
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_tracking_server(port, tmp_path)
     tarball = tmp_path / "cifar-10-python.tar.gz"
@@ -1085,7 +1079,7 @@ def test_the_tracking_ui_shows_named_runs_with_their_headline_results_and_a_part
     # MLflow's own way of choosing an experiment wins over the project's default
     chosen = mlflow_run(project, "source=digits", "until=fetch", MLFLOW_EXPERIMENT_NAME="chosen-by-the-user")
     assert chosen.returncode == 0, chosen.stderr[-3000:]
-    port = _free_port()
+    port = free_port()
     # as `make ui` serves the local store: its proxied artifacts are in mlruns/
     server = start_tracking_server(
         port, project, backend=f"sqlite:///{project / 'mlflow.db'}", artifacts=project / "mlruns"

@@ -3,48 +3,19 @@ model passes them all; a model exported with the wrong normalisation fails parit
 
 import argparse
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import uvicorn
 
 from cifar_pipeline.model import Classifier
 from cifar_pipeline.onnx_export import export_onnx, torch_logits
-from cifar_pipeline.serving.app import Settings, create_app
 from steps.systemtest.step import check_server
+from tests.serving_server import serving
 
 NAMES = [f"c{i}" for i in range(10)]
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(model_dir: Path) -> Iterator[str]:
-    port = free_port()
-    settings = Settings(model_dir=model_dir, max_body_bytes=2_000_000)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings=settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def exported(directory: Path, model: Classifier) -> Path:
@@ -71,7 +42,7 @@ def test_faithful_image_passes_every_check(trained: Classifier, tmp_path: Path) 
     images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     labels = np.random.default_rng(1).integers(0, 10, 40)
     reference = torch_logits(trained, images[:16])
-    with serving(exported(tmp_path, trained)) as url:
+    with serving(exported(tmp_path, trained), max_batch=512, max_body_bytes=2_000_000) as url:
         report, failures = check_server(url, images[:16], reference, images, labels, ARGS)
     assert failures == []
     assert report["top1_agreement"] == 1.0
@@ -85,7 +56,7 @@ def test_wrong_normalisation_fails_parity(trained: Classifier, tmp_path: Path) -
     skewed.net.load_state_dict(trained.net.state_dict())  # same weights, other preprocessing
     images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     reference = torch_logits(trained, images[:16])
-    with serving(exported(tmp_path, skewed)) as url:
+    with serving(exported(tmp_path, skewed), max_batch=512, max_body_bytes=2_000_000) as url:
         _, failures = check_server(url, images[:16], reference, images, np.zeros(40, int), ARGS)
     assert any(f.startswith("max logit diff") for f in failures), failures
     assert any("v2 infer logits differ" in f for f in failures), failures

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import TracebackType
 from typing import IO
 
@@ -28,6 +26,7 @@ import requests
 
 from cifar_pipeline.cancellation import term_with_parent
 from cifar_pipeline.local_store import artifacts_destination, is_local_store, is_sqlite_store
+from cifar_pipeline.processes import free_port, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -42,39 +41,12 @@ class TrackingServerError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_command(store_uri: str, port: int) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     if is_sqlite_store(store_uri):
         command += ["--artifacts-destination", str(artifacts_destination(store_uri))]
     return command
-
-
-def signal_group(group: int, signum: int) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(group, signum)
-
-
-def wait_for_group(process: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Wait until the process has ended and no process of its group is left."""
-    deadline = time.monotonic() + timeout
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 class LocalTrackingServer:
@@ -137,12 +109,8 @@ class LocalTrackingServer:
     def close(self) -> None:
         """Stop the server and its worker (one process group); wait until both are gone."""
         process, self.process, self._url = self.process, None, ""
-        if process is not None:
-            signal_group(process.pid, signal.SIGTERM)
-            if not wait_for_group(process, STOP_TIMEOUT):
-                log.warning("the tracking server did not stop within %.0f s: killing it", STOP_TIMEOUT)
-                signal_group(process.pid, signal.SIGKILL)
-                wait_for_group(process, STOP_TIMEOUT)
+        if process is not None and not stop_process_group(process, STOP_TIMEOUT):
+            log.warning("the tracking server did not stop within %.0f s: killed it", STOP_TIMEOUT)
         if self._output is not None:
             self._output.close()
             self._output = None
