@@ -157,11 +157,15 @@ def encode_response(
     request: InferRequest, logits: np.ndarray, model_name: str, model_version: str
 ) -> EncodedResponse:
     """The inference response: JSON, then the binary outputs' data if any was asked for."""
-    values = {"logits": logits.astype(np.float32), "probabilities": softmax(logits)}
+    # each output computed only if asked for: this runs on every request
+    compute = {
+        "logits": lambda: logits.astype(np.float32, copy=False),
+        "probabilities": lambda: softmax(logits),
+    }
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for output in request.outputs:
-        array = values[output.name]
+        array = compute[output.name]()
         tensor: dict[str, Any] = {
             "name": output.name,
             "datatype": OUTPUT_DATATYPE,
