@@ -87,6 +87,7 @@ lint: dev-venv
 	ruff check .
 	ruff format --check .
 	mypy
+	mkdocs build --strict --quiet
 
 # MLflow 3's UI opens in its GenAI mode (traces, prompts); the pipelines' runs are under
 # "Model training", which ?workflowType=machine_learning selects.
