@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import code_trace
 from cifar_pipeline.cancellation import Cancelled, cancellable
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepGraph
 
 log = logging.getLogger(__name__)
 
@@ -28,42 +29,22 @@ UPSTREAM_PREFIX = "pipeline.upstream."
 PIPELINE_TAG = "pipeline.name"
 PIPELINE_NAME = "cifar-pipeline"
 QUALITY_GATE_TAG = "quality_gate"  # "passed" / "failed" on train runs
-CHECKPOINT = "checkpoints/last.pt"  # a train run's latest checkpoint, replaced every epoch
+# a train run's latest checkpoint, replaced every epoch
+CHECKPOINT = PIPELINE_STEPS["train"].continue_from
 # The project files a step run loaded, with their digests: its code identity (code_trace.py).
 CODE_TRACE_ARTIFACT = "step_code.json"
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 
+# A step's own code names its step by these; the orchestrator reads the declarations only.
 FETCH, TRAIN, BUILD, SYSTEMTEST, PROMOTE = "fetch", "train", "build", "systemtest", "promote"
-STEPS = (FETCH, TRAIN, BUILD, SYSTEMTEST, PROMOTE)
+STEPS = PIPELINE_STEPS.names
 
-# What a finished run of each step must have logged for the next step to use it.
-REQUIRED_ARTIFACTS: dict[str, tuple[str, ...]] = {
-    FETCH: (
-        "data/manifest.json",
-        "data/train_images.npy",
-        "data/train_labels.npy",
-        "data/test_images.npy",
-        "data/test_labels.npy",
-    ),
-    TRAIN: ("onnx/model.onnx", "onnx/metadata.json", "reference/predictions.npz"),
-    BUILD: ("image/image.json",),
-    SYSTEMTEST: ("systemtest/report.json",),
-    PROMOTE: ("promotion/report.json",),
-}
-
-# Which upstream run ID each step takes (the parameter and tag name).
-UPSTREAM_PARAM = {
-    TRAIN: "data_run_id",
-    BUILD: "model_run_id",
-    SYSTEMTEST: "image_run_id",
-    PROMOTE: "systemtest_run_id",
-}
-PRODUCES = {
-    FETCH: "data_run_id",
-    TRAIN: "model_run_id",
-    BUILD: "image_run_id",
-    SYSTEMTEST: "systemtest_run_id",
-}
+# Derived from the declarations (step_declarations.py):
+# what a finished run of each step must have logged for the next step to use it,
+REQUIRED_ARTIFACTS = {d.name: d.required_artifacts for d in PIPELINE_STEPS}
+# which upstream run ID each step takes (the parameter and tag name), and which it gives.
+UPSTREAM_PARAM = {d.name: d.consumes for d in PIPELINE_STEPS if d.consumes}
+PRODUCES = {d.name: d.produces.param for d in PIPELINE_STEPS if d.produces}
 
 
 class UpstreamError(ValueError):
@@ -74,11 +55,18 @@ def upstream_tag(param: str) -> str:
     return UPSTREAM_PREFIX + param
 
 
-def require_step_run(run_id: str, step: str, client: MlflowClient | None = None, label: str = "") -> Run:
+def require_step_run(
+    run_id: str,
+    step: str,
+    client: MlflowClient | None = None,
+    label: str = "",
+    graph: StepGraph = PIPELINE_STEPS,
+) -> Run:
     """Return the run if it is a FINISHED run of `step` with its artifacts; else raise,
     naming it as `label` (default: the parameter that passes it on, e.g. data_run_id='...')."""
     client = client or MlflowClient()
-    label = label or f"{PRODUCES.get(step, 'run_id')}={run_id!r}"
+    declaration = graph[step]
+    label = label or f"{declaration.produces.param if declaration.produces else 'run_id'}={run_id!r}"
     if not run_id or not run_id.isalnum():
         raise UpstreamError(f"{label}: not a run ID (expected 32 hex characters)")
     try:
@@ -92,7 +80,7 @@ def require_step_run(run_id: str, step: str, client: MlflowClient | None = None,
         raise UpstreamError(f"{label}: is a run of step {actual_step or '(none)'!r}, expected a {step!r} run")
     if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
         raise UpstreamError(f"{label}: {step} run has status {run.info.status}, expected FINISHED")
-    missing = [path for path in REQUIRED_ARTIFACTS[step] if not _artifact_exists(client, run_id, path)]
+    missing = [path for path in declaration.required_artifacts if not _artifact_exists(client, run_id, path)]
     if missing:
         raise UpstreamError(f"{label}: {step} run lacks artifacts: {', '.join(missing)}")
     return run

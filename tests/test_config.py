@@ -6,12 +6,16 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.orchestrator import validation
 from cifar_pipeline.orchestrator.cli import expand_overrides
 from cifar_pipeline.orchestrator.containers import step_docker_args
+from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
+from cifar_pipeline.orchestrator.hooks import fetch as fetch_hooks
 from cifar_pipeline.orchestrator.images import repository
 from cifar_pipeline.orchestrator.planning import PipelineError, local_data_path, step_parameters
+from cifar_pipeline.orchestrator.report import PipelineReport
+from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +38,15 @@ def test_step_parameters_match_each_step_mlproject(source: str, tmp_path: Path) 
     upstream = {"data_run_id": "d", "model_run_id": "m", "image_run_id": "i", "systemtest_run_id": "s"}
     upstream["resume_run_id"] = "r"
     resolved = {  # what the pipeline resolves as the step starts
-        "fetch": {**validation.settings(cfg.validation), "reference_run_id": "f"},
-        "promote": {"champion_version": "1"},
+        "fetch": {**fetch_hooks.settings(cfg.validation), "reference_run_id": "f"},
+        "train": {"resume_run_id": "r"},
+        "promote": {"champion_version": "1", "force": "false"},
     }
     for step in STEPS:
         declared = yaml.safe_load((ROOT / "steps" / step / "MLproject").read_text())
         accepted = set(declared["entry_points"]["main"]["parameters"])
-        assert set(step_parameters(step, cfg, upstream, resolved.get(step))) <= accepted, step
+        params = step_parameters(PIPELINE_STEPS[step], cfg, upstream, resolved.get(step))
+        assert set(params) <= accepted, step
         assert declared["docker_env"]["image"] == f"{repository(step)}:latest"
 
 
@@ -48,7 +54,7 @@ def test_fetch_mlproject_defaults_are_the_validation_defaults() -> None:
     """Running the fetch step alone validates as the pipeline does by default."""
     declared = yaml.safe_load((ROOT / "steps" / "fetch" / "MLproject").read_text())
     parameters = declared["entry_points"]["main"]["parameters"]
-    defaults = validation.settings(_compose([]).validation)
+    defaults = fetch_hooks.settings(_compose([]).validation)
     assert {name: parameters[name]["default"] for name in defaults} == defaults
 
 
@@ -100,16 +106,22 @@ def test_empty_literal_parameter_keeps_the_config_default() -> None:
 @pytest.mark.parametrize("registry", ["127.0.0.1:5000", "registry.example.com:443/team/ml"])
 def test_registry_reaches_the_build_step(registry: str) -> None:
     cfg = _compose(expand_overrides([f"registry={registry}"]))
-    params = step_parameters("build", cfg, {"model_run_id": "m1"})
+    params = step_parameters(PIPELINE_STEPS["build"], cfg, {"model_run_id": "m1"})
     assert params["registry"] == registry
 
 
-def test_local_data_path_is_made_absolute_and_checked(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "pets").mkdir()
-    monkeypatch.chdir(tmp_path)
-    cfg = _compose(["data=imagefolder", "data.data_url=pets"])
+def test_local_data_path_is_made_absolute_and_checked(mlflow_store, tmp_path: Path) -> None:
+    (tmp_path / "pets").mkdir()  # mlflow_store made tmp_path the working directory
+    cfg = _compose(["data=imagefolder", "data.data_url=pets", "validation.reference=none"])
     assert local_data_path(cfg.data) == tmp_path / "pets"
-    assert step_parameters("fetch", cfg, {})["data_url"] == str(tmp_path / "pets")
+    hooks = load_hooks(PIPELINE_STEPS["fetch"], HookContext(cfg, MlflowClient(), PipelineReport()))
+    assert hooks.check(["fetch"]) == ""
+    resolved = hooks.resolve({})
+    assert resolved.params["data_url"] == str(tmp_path / "pets")
+    assert resolved.mounts == [tmp_path / "pets"]
+    assert step_parameters(PIPELINE_STEPS["fetch"], cfg, {}, resolved.params)["data_url"] == str(
+        tmp_path / "pets"
+    )
     assert local_data_path(_compose(["data=cifar10", "data.data_url='http://m/c.tgz'"]).data) is None
     with pytest.raises(PipelineError, match=r"data\.data_url='absent': no such file or directory"):
         local_data_path(_compose(["data=imagefolder", "data.data_url=absent"]).data)
@@ -118,9 +130,18 @@ def test_local_data_path_is_made_absolute_and_checked(tmp_path: Path, monkeypatc
 
 
 def test_local_data_is_mounted_read_only_into_fetch_only() -> None:
-    args = step_docker_args("fetch", None, False, [Path("/data/my,pets")])
+    args = step_docker_args(PIPELINE_STEPS["fetch"], None, False, [Path("/data/my,pets")])
     assert args["mount"] == 'type=bind,"source=/data/my,pets","target=/data/my,pets",readonly'
-    assert "mount" not in step_docker_args("train", None, False)
+    assert "mount" not in step_docker_args(PIPELINE_STEPS["train"], None, False)
+
+
+def test_docker_flags_follow_each_steps_declared_resources() -> None:
+    train = step_docker_args(PIPELINE_STEPS["train"], None, gpus=True)
+    assert (train["shm-size"], train["gpus"], train["network"]) == ("2g", "all", "host")
+    assert "gpus" not in step_docker_args(PIPELINE_STEPS["train"], None, gpus=False)
+    assert "gpus" not in step_docker_args(PIPELINE_STEPS["fetch"], None, gpus=True)  # declares no GPU
+    sockets = {step: "v" in step_docker_args(PIPELINE_STEPS[step], None, False) for step in STEPS}
+    assert sockets == {"fetch": False, "train": False, "build": True, "systemtest": True, "promote": False}
 
 
 def test_conda_env_installs_the_pinned_orchestrator_requirements() -> None:

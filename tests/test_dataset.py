@@ -57,7 +57,7 @@ def test_checksum_spec_parsing_and_mismatch_message(tmp_path: Path) -> None:
 
 
 def test_digits_become_32x32_rgb_uint8_with_stratified_split() -> None:
-    train, test, names, source = digits.load(test_fraction=0.2, seed=0)
+    train, test, names, source = digits.load(test_fraction=0.2, split_seed=0)
     assert train.images.shape[1:] == (32, 32, 3)
     assert train.images.dtype == np.uint8
     assert len(train.labels) + len(test.labels) == 1797

@@ -66,7 +66,7 @@ def test_reuse_copies_an_earlier_identical_fetch(mlflow_store: str, tmp_path: Pa
     require_step_run(second.info.run_id, FETCH, client)
     assert second.data.tags["data.digest"] == first.data.tags["data.digest"]
     # another split is another input: fetched afresh
-    step.main(["--source", "digits", "--reuse", "true", "--seed", "1"])
+    step.main(["--source", "digits", "--reuse", "true", "--split-seed", "1"])
     third = last_run(client)
     assert "data.reused_from" not in third.data.tags
     assert third.data.tags["data.digest"] != first.data.tags["data.digest"]

@@ -52,9 +52,9 @@ def two_classes(root: Path, per_class: int = 3) -> Path:
 
 
 def load_dir(
-    root: Path, work: Path, test_fraction: float = 0.25, seed: int = 0, checksum: str = ""
+    root: Path, work: Path, test_fraction: float = 0.25, split_seed: int = 0, checksum: str = ""
 ) -> Loaded:
-    return imagefolder.load(str(root), checksum, test_fraction, seed, work)
+    return imagefolder.load(str(root), checksum, test_fraction, split_seed, work)
 
 
 def count(split: Split, n_classes: int) -> list[int]:
@@ -127,7 +127,7 @@ def test_mixed_sizes_modes_and_formats_load(tmp_path: Path) -> None:
     assert all(n >= 1 for n in count(train, 3))
     assert source["layout"] == "class folders"
     assert source["test_fraction"] == 0.3
-    assert source["seed"] == 0
+    assert source["split_seed"] == 0
     assert source["input_digest"] == "sha256:" + imagefolder.tree_digest(root)
 
 
@@ -136,8 +136,8 @@ def test_split_is_deterministic_per_seed(tmp_path: Path) -> None:
         tmp_path / "data",
         {"big": solid([(10 * i, 5, 5) for i in range(12)]), "small": solid([(5, 5, 200), (5, 5, 100)])},
     )
-    first = load_dir(root, tmp_path / "w1", test_fraction=0.25, seed=7)
-    again = load_dir(root, tmp_path / "w2", test_fraction=0.25, seed=7)
+    first = load_dir(root, tmp_path / "w1", test_fraction=0.25, split_seed=7)
+    again = load_dir(root, tmp_path / "w2", test_fraction=0.25, split_seed=7)
     assert_same(first, again)
 
     def big_class_test_reds(result: Loaded) -> set[int]:
@@ -147,7 +147,7 @@ def test_split_is_deterministic_per_seed(tmp_path: Path) -> None:
         }
 
     assert len(big_class_test_reds(first)) == 3  # round(0.25 * 12)
-    other = load_dir(root, tmp_path / "w3", test_fraction=0.25, seed=8)
+    other = load_dir(root, tmp_path / "w3", test_fraction=0.25, split_seed=8)
     assert big_class_test_reds(other) != big_class_test_reds(first)
     assert count(other[1], 2) == count(first[1], 2) == [3, 1]
 
@@ -299,19 +299,23 @@ def test_archive_with_wrapper_folder_matches_the_folder(
 ) -> None:
     suffix = ".zip" if packer is pack_zip else ".tar.gz"
     archive = packer(pets, tmp_path / f"pets{suffix}", "pets")
-    direct = load_dir(pets, tmp_path / "w_dir", test_fraction=0.4, seed=3)
-    packed = load_dir(archive, tmp_path / "w_arc", test_fraction=0.4, seed=3)
+    direct = load_dir(pets, tmp_path / "w_dir", test_fraction=0.4, split_seed=3)
+    packed = load_dir(archive, tmp_path / "w_arc", test_fraction=0.4, split_seed=3)
     assert_same(direct, packed)
     assert packed[2] == ["cat", "dog"]
     assert packed[3]["input_digest"] == sha256_spec(archive)
 
-    checked = load_dir(archive, tmp_path / "w_ok", test_fraction=0.4, seed=3, checksum=sha256_spec(archive))
+    checked = load_dir(
+        archive, tmp_path / "w_ok", test_fraction=0.4, split_seed=3, checksum=sha256_spec(archive)
+    )
     assert_same(direct, checked)
     assert checked[3]["input_digest"] == sha256_spec(archive)
 
     md5 = "md5:" + hashlib.md5(archive.read_bytes()).hexdigest()
     assert (
-        load_dir(archive, tmp_path / "w_md5", test_fraction=0.4, seed=3, checksum=md5)[3]["input_digest"]
+        load_dir(archive, tmp_path / "w_md5", test_fraction=0.4, split_seed=3, checksum=md5)[3][
+            "input_digest"
+        ]
         == md5
     )
 
@@ -423,13 +427,13 @@ def test_dataset_root_steps_through_wrappers(tmp_path: Path) -> None:
 
 def test_split_by_fraction_is_per_class() -> None:
     files = {"a": [Path(f"a/{i}.png") for i in range(10)], "b": [Path(f"b/{i}.png") for i in range(3)]}
-    train, test = imagefolder.split_by_fraction(files, 0.2, seed=1)
+    train, test = imagefolder.split_by_fraction(files, 0.2, split_seed=1)
     assert (len(train["a"]), len(test["a"])) == (8, 2)
     assert (len(train["b"]), len(test["b"])) == (2, 1)  # at least one test image per class
     for name in files:
         assert sorted(train[name] + test[name]) == files[name]
         assert not set(train[name]) & set(test[name])
-    _, tiny = imagefolder.split_by_fraction({"a": files["a"][:2]}, 0.9, seed=0)
+    _, tiny = imagefolder.split_by_fraction({"a": files["a"][:2]}, 0.9, split_seed=0)
     assert len(tiny["a"]) == 1  # at least one train image too
 
 

@@ -6,15 +6,18 @@ import mlflow
 import pytest
 from omegaconf import OmegaConf
 
+from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
 from cifar_pipeline.orchestrator.pipeline import run_pipeline
 from cifar_pipeline.orchestrator.planning import (
     PipelineError,
-    continue_unfinished_training,
+    continue_unfinished_run,
     plan,
     plan_resume,
     step_parameters,
     validate_resume,
 )
+from cifar_pipeline.orchestrator.report import PipelineReport
+from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import REQUIRED_ARTIFACTS, STEP_TAG, UpstreamError, require_step_run
 
 
@@ -100,24 +103,27 @@ def test_unfinished_checkpointed_train_run_is_continued(mlflow_store, tmp_path: 
     client = mlflow.MlflowClient()
     killed = _fake_run("train", tmp_path, ("checkpoints/last.pt",), status="FAILED")
     client.set_tag(killed, "pipeline.upstream.data_run_id", "d" * 32)
-    steps, upstream = continue_unfinished_training(*plan(OmegaConf.create({"model_run_id": killed})), client)
+    steps, upstream = continue_unfinished_run(*plan(OmegaConf.create({"model_run_id": killed})), client)
     assert steps == ["train", "build", "systemtest", "promote"]
     assert upstream == {"data_run_id": "d" * 32, "resume_run_id": killed}
-    cfg = OmegaConf.create({"seed": 0, "model": {}, "optim": {}, "train": {"epochs": 3}})
-    assert step_parameters("train", cfg, upstream)["resume_run_id"] == killed
+    cfg = OmegaConf.create({"seed": 0, "model": {}, "optim": {}, "train": {"epochs": 3, "device": "cpu"}})
+    ctx = HookContext(cfg, client, PipelineReport())
+    resolved = load_hooks(PIPELINE_STEPS["train"], ctx).resolve(upstream)
+    assert step_parameters(PIPELINE_STEPS["train"], cfg, upstream, resolved.params)["resume_run_id"] == killed
+    assert "continues the interrupted train run" in resolved.uncacheable
 
 
 def test_unfinished_train_run_without_checkpoint_is_refused(mlflow_store, tmp_path: Path) -> None:
     killed = _fake_run("train", tmp_path, status="KILLED")
     given = plan(OmegaConf.create({"model_run_id": killed}))
     with pytest.raises(PipelineError, match=rf"train run {killed} is KILLED and has no checkpoints/last\.pt"):
-        continue_unfinished_training(*given, mlflow.MlflowClient())
+        continue_unfinished_run(*given, mlflow.MlflowClient())
 
 
 def test_finished_train_run_still_means_build_and_test(mlflow_store, tmp_path: Path) -> None:
     done = _fake_run("train", tmp_path, REQUIRED_ARTIFACTS["train"])
     given = plan(OmegaConf.create({"model_run_id": done}))
-    assert continue_unfinished_training(*given, mlflow.MlflowClient()) == given
+    assert continue_unfinished_run(*given, mlflow.MlflowClient()) == given
 
 
 def _pipeline_run(status: str, tags: dict[str, str]) -> str:

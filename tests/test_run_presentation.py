@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from cifar_pipeline.orchestrator.headline import HEADLINES, headline_values
 from cifar_pipeline.orchestrator.naming import pipeline_run_name
 from cifar_pipeline.orchestrator.planning import PipelineError, stop_after
-from cifar_pipeline.orchestrator.step_container import StepResult
-from cifar_pipeline.orchestrator.summary import Summary, write_summary
+from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.summary import write_summary
 from cifar_pipeline.tracking import STEPS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -116,7 +116,7 @@ def test_the_summary_carries_finished_and_reused_steps_headlines_not_failed_ones
         StepResult("train", train, "FINISHED", 12.0, "reused", ["same key as run x"]),
         StepResult("build", failed, "FAILED", 3.0),
     ]
-    summary = Summary("FAILED", "step build FAILED", results, left_out=["promote"], until="systemtest")
+    summary = PipelineReport("FAILED", "step build FAILED", results, left_out=["promote"], until="systemtest")
     with mlflow.start_run() as pipeline:
         write_summary(summary, pipeline.info.run_id, client)
     data = client.get_run(pipeline.info.run_id).data

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.orchestrator import run_step
+from cifar_pipeline.step_declarations import PIPELINE_STEPS
 
 
 def test_a_parameter_without_a_value_is_refused_naming_it(
@@ -41,13 +42,15 @@ def test_local_data_is_mounted_read_only_at_its_absolute_path(
     (tmp_path / "pets").mkdir()
     monkeypatch.chdir(tmp_path)
     params = {"source": "imagefolder", "data_url": "pets"}
-    assert run_step.read_only_mounts("fetch", params) == [tmp_path / "pets"]
+    assert run_step.read_only_mounts(PIPELINE_STEPS["fetch"], params) == [tmp_path / "pets"]
     assert params["data_url"] == str(tmp_path / "pets")
     assert (
-        run_step.read_only_mounts("fetch", {"source": "cifar10", "data_url": "https://example.org/c.tgz"})
+        run_step.read_only_mounts(
+            PIPELINE_STEPS["fetch"], {"source": "cifar10", "data_url": "https://example.org/c.tgz"}
+        )
         == []
     )
-    assert run_step.read_only_mounts("train", {"data_url": "pets"}) == []
+    assert run_step.read_only_mounts(PIPELINE_STEPS["train"], {"data_url": "pets"}) == []
 
 
 def test_docker_flags_are_read_as_mlflow_run_reads_them() -> None:

@@ -15,9 +15,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from cifar_pipeline.dataset import Split, write_dataset
-from cifar_pipeline.orchestrator.pipeline import Pipeline
+from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
 from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
 from cifar_pipeline.promotion.registry import logged_model_uri
+from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import FETCH, QUALITY_GATE_TAG, STEP_TAG, lineage
 from steps.train import step
 
@@ -157,8 +159,11 @@ def test_evaluation_artifacts_and_the_quality_gate(data_run: str, mlflow_store: 
     assert 0.0 <= run.data.metrics["final_test_accuracy_flip_tta"] <= 1.0
 
     cfg = OmegaConf.create({"train": {"min_accuracy": 1.01}})
+    gate = load_hooks(PIPELINE_STEPS["train"], HookContext(cfg, client, PipelineReport()))
+    finished = StepResult("train", run.info.run_id, "FINISHED", 1.0)
+    gate.after(finished, goes_on=False)  # a pipeline that ends at train is not stopped
     with pytest.raises(PipelineError, match=r"below train\.min_accuracy=1\.01; the model is not blessed"):
-        Pipeline(cfg)._stop_unless_blessed(run.info.run_id)  # type: ignore[arg-type]
+        gate.after(finished, goes_on=True)
 
 
 def test_quality_gate_passes_at_the_threshold(data_run: str, mlflow_store: str) -> None:

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cifar_pipeline.dataset import Split
-from cifar_pipeline.orchestrator import validation
 from cifar_pipeline.orchestrator.caching import StepKey
+from cifar_pipeline.orchestrator.hooks import fetch as fetch_hooks
 from cifar_pipeline.orchestrator.planning import PipelineError
 from cifar_pipeline.promotion.registry import Champion
 from cifar_pipeline.sources import cifar10
@@ -117,12 +117,12 @@ def test_darkened_data_is_flagged_as_drift_and_under_warn_the_data_is_logged(
     divergence = run.data.metrics["validation.drift.pixels.red"]
     assert divergence > 0.2
     assert f"Jensen-Shannon divergence {divergence:.4f}" in summary[0]
-    chosen = validation.Reference(reference, "digest", f"fetch run {reference}")
-    assert validation.summary_lines(run, chosen) == [
+    chosen = fetch_hooks.Reference(reference, "digest", f"fetch run {reference}")
+    assert fetch_hooks.summary_lines(run, chosen) == [
         f"warned against fetch run {reference}: 3 anomalies",
         *summary,
     ]
-    assert validation.refusal(run) == ""
+    assert fetch_hooks.refusal(run) == ""
     with pytest.raises(ValidationFailed, match=r"error: drift\.pixels\.red"):
         fetch_tarball(tmp_path / "dark.tar.gz", "--reference-run-id", reference, "--drift-policy", "error")
 
@@ -143,7 +143,7 @@ def test_a_new_class_is_a_schema_anomaly(mlflow_store: str, tmp_path: Path) -> N
         step.main(["--source", "imagefolder", "--data-url", str(more), "--reference-run-id", reference])
     refused = latest(client)
     assert refused.data.tags["validation.status"] == "failed"
-    assert validation.refusal(refused).startswith(
+    assert fetch_hooks.refusal(refused).startswith(
         f"data validation failed (fetch run {refused.info.run_id}), stopping before training: "
         "error: schema.classes: new class 'bird'"
     )
@@ -179,7 +179,7 @@ def test_a_reference_that_is_not_a_fetch_run_or_has_no_statistics_is_refused_nam
     ):
         step.main(["--source", "digits", "--reference-run-id", old.info.run_id])
     with pytest.raises(PipelineError, match=f"validation.reference='{old.info.run_id}': fetch run has no"):
-        validation.reference(client, OmegaConf.create({"reference": old.info.run_id}), None)
+        fetch_hooks.reference(client, OmegaConf.create({"reference": old.info.run_id}), None)
 
 
 def fake_champion(client: MlflowClient, data_run_id: str) -> Champion:
@@ -193,15 +193,15 @@ def test_the_default_reference_is_the_champion_s_data(mlflow_store: str) -> None
     step.main(["--source", "digits"])
     data = latest(client)
     cfg = OmegaConf.create({"reference": "champion"})
-    chosen = validation.reference(client, cfg, fake_champion(client, data.info.run_id))
+    chosen = fetch_hooks.reference(client, cfg, fake_champion(client, data.info.run_id))
     assert (chosen.run_id, chosen.data_digest) == (data.info.run_id, data.data.tags["data.digest"])
     assert chosen.note == "the data of champion version 3"
-    assert validation.reference(client, cfg, None).note == "no reference (no champion model yet)"
-    none = validation.reference(client, OmegaConf.create({"reference": "none"}), fake_champion(client, "x"))
+    assert fetch_hooks.reference(client, cfg, None).note == "no reference (no champion model yet)"
+    none = fetch_hooks.reference(client, OmegaConf.create({"reference": "none"}), fake_champion(client, "x"))
     assert (none.run_id, none.data_digest) == ("", "none")
     # A champion whose data has no statistics (fetched before validation existed): no reference.
     shutil.rmtree(Path(urlparse(data.info.artifact_uri).path) / "validation")
-    unusable = validation.reference(client, cfg, fake_champion(client, data.info.run_id))
+    unusable = fetch_hooks.reference(client, cfg, fake_champion(client, data.info.run_id))
     assert (unusable.run_id, unusable.data_digest) == ("", "none")
 
 
@@ -211,14 +211,14 @@ def test_a_fetch_run_without_reference_also_stands_for_validation_against_its_ow
     client = MlflowClient(mlflow_store)
     step.main(["--source", "digits"])
     run = latest(client)
-    key = StepKey("fetch", "env", "proj", {"source": "digits"}, {validation.KEY_INPUT: "none"})
-    after = validation.key_after(key, run)
+    key = StepKey("fetch", "env", "proj", {"source": "digits"}, {fetch_hooks.KEY_INPUT: "none"})
+    after = fetch_hooks.key_after(key, run)
     assert after is not None
-    assert after.inputs[validation.KEY_INPUT] == run.data.tags["data.digest"]
+    assert after.inputs[fetch_hooks.KEY_INPUT] == run.data.tags["data.digest"]
     assert after.params == key.params
-    with_reference = StepKey("fetch", "env", "proj", {"source": "digits"}, {validation.KEY_INPUT: "abc"})
-    assert validation.key_after(with_reference, run) is None
-    reference = validation.Reference.none("no reference (no champion model yet)")
-    assert validation.summary_lines(run, reference) == [
+    with_reference = StepKey("fetch", "env", "proj", {"source": "digits"}, {fetch_hooks.KEY_INPUT: "abc"})
+    assert fetch_hooks.key_after(with_reference, run) is None
+    reference = fetch_hooks.Reference.none("no reference (no champion model yet)")
+    assert fetch_hooks.summary_lines(run, reference) == [
         "passed against no reference (no champion model yet): no anomalies"
     ]

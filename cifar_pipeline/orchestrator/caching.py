@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -45,15 +44,10 @@ from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.code_trace import PROJECT_DIR, changed_entries, file_sha256
 from cifar_pipeline.orchestrator.images import Environment
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
 from cifar_pipeline.tracking import (
-    BUILD,
     CODE_TRACE_ARTIFACT,
-    FETCH,
-    PROMOTE,
     STEP_TAG,
-    SYSTEMTEST,
-    TRAIN,
-    UPSTREAM_PARAM,
     UpstreamError,
     lineage,
     require_step_run,
@@ -67,19 +61,6 @@ STEP_KEY_ARTIFACT = "step_key.json"
 # On the record run the pipeline makes for a reused step (it is not a step run itself).
 REUSED_FROM_TAG = "pipeline.reused_from"
 REUSED_STEP_TAG = "pipeline.reused_step"
-
-# Each step's input by name, and the tag of the upstream run holding its content digest.
-UPSTREAM_DIGEST_TAG = {
-    TRAIN: ("data", "data.digest"),
-    BUILD: ("model", "model.digest"),
-    SYSTEMTEST: ("image", "image.id"),
-}
-# The candidate's inputs a promotion depends on: the runs the system test run descends from.
-PROMOTE_INPUTS = (("model", "model_run_id", "model.digest"), ("data", "data_run_id", "data.digest"),
-                  ("image", "image_run_id", "image.id"))  # fmt: skip
-# The champion is an input (its identity), not a parameter: see StepCache.record.
-# So is fetch's validation reference (its data digest is the input).
-NOT_KEY_PARAMS = {*UPSTREAM_PARAM.values(), "resume_run_id", "champion_version", "reference_run_id"}
 
 
 @dataclass(frozen=True)
@@ -115,80 +96,55 @@ class Decision:
         return "reused" if self.reuse else "ran"
 
 
-def local_fingerprint(path: Path) -> str:
-    """Sizes and modification times of a local file or every file under a folder: cheap, and
-    it changes when the data does (the fetch step still verifies content)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{stat.st_size}\0".encode())
-        digest.update(f"{stat.st_mtime_ns}\n".encode())
-    return f"files:{digest.hexdigest()}"
+def upstream_digests(
+    client: MlflowClient, step: StepDeclaration, upstream: dict[str, str], graph: StepGraph
+) -> dict[str, str]:
+    """The content digests of the upstream outputs the step's key names, by input name.
+
+    The consumed run is read directly; other inputs (promote: the candidate's model, data
+    and image) through that run's lineage. A run from before digests were recorded, or an
+    output without one, stands by its run ID: still a correct key.
+    """
+    inputs: dict[str, str] = {}
+    links: dict[str, str] | None = None
+    for param in step.inputs_for_key:
+        if param == step.consumes:
+            run_id = upstream[param]
+        else:
+            links = links if links is not None else lineage(client.get_run(upstream[step.consumes]))
+            run_id = links[param]
+        output = graph.output(param)
+        digest = client.get_run(run_id).data.tags.get(output.digest_tag) if output.digest_tag else None
+        inputs[output.name] = digest or f"run:{run_id}"
+    return inputs
 
 
-def fetch_input(params: dict[str, Any]) -> tuple[str | None, str]:
-    """What identifies the fetch step's input beyond its parameters; (None, why) if nothing does."""
-    url, checksum = str(params.get("data_url") or ""), str(params.get("data_checksum") or "")
-    # The parameters pin the content: a checksum, the built-in digits, or CIFAR-10 (any
-    # copy of it is verified against the official checksum).
-    if checksum or params.get("source") in ("digits", "cifar10"):
-        return "", ""
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        return None, f"data_url {url} has no data_checksum: its content is only known after downloading it"
-    path = Path(unquote(parsed.path) if parsed.scheme == "file" else url)
-    return (local_fingerprint(path), "") if path.exists() else (None, f"data_url {url} does not exist")
-
-
-def upstream_digest(client: MlflowClient, step: str, upstream: dict[str, str]) -> dict[str, str]:
-    if step == PROMOTE:
-        links = lineage(client.get_run(upstream[UPSTREAM_PARAM[step]]))
-        return {
-            name: client.get_run(links[param]).data.tags.get(tag) or f"run:{links[param]}"
-            for name, param, tag in PROMOTE_INPUTS
-        }
-    if step not in UPSTREAM_DIGEST_TAG:
-        return {}
-    name, tag = UPSTREAM_DIGEST_TAG[step]
-    run_id = upstream[UPSTREAM_PARAM[step]]
-    # Runs from before digests were recorded fall back to their run ID: still a correct key.
-    return {name: client.get_run(run_id).data.tags.get(tag) or f"run:{run_id}"}
-
-
-def project_digest(step: str, root: Path = PROJECT_DIR) -> str:
-    return file_sha256(root / "steps" / step / "MLproject")
+def project_digest(step: StepDeclaration) -> str:
+    return file_sha256(step.project / "MLproject")
 
 
 def step_key(
     client: MlflowClient,
-    step: str,
+    step: StepDeclaration,
     environment: Environment,
     params: dict[str, Any],
     upstream: dict[str, str],
     extra_inputs: dict[str, str] | None = None,
-) -> tuple[StepKey | None, str]:
-    """The step's key, or (None, why it cannot be cached). `extra_inputs`: inputs that are
-    not upstream runs (promote: the champion)."""
-    if params.get("resume_run_id"):
-        return None, f"continues the interrupted train run {params['resume_run_id']}"
-    inputs = {**upstream_digest(client, step, upstream), **(extra_inputs or {})}
-    if step == FETCH:
-        fingerprint, why = fetch_input(params)
-        if fingerprint is None:
-            return None, why
-        if fingerprint:
-            inputs["data_source"] = fingerprint
-    key_params = {k: v for k, v in params.items() if k not in NOT_KEY_PARAMS}
-    key = StepKey(
-        step=step,
+    graph: StepGraph = PIPELINE_STEPS,
+) -> StepKey:
+    """The step's key. `extra_inputs`: inputs that are not upstream runs (promote: the
+    champion; fetch: its validation reference, a local input's fingerprint)."""
+    inputs = {**upstream_digests(client, step, upstream, graph), **(extra_inputs or {})}
+    # Run IDs are not content: the inputs stand for them.
+    unkeyed = {*graph.producer_of, *step.unkeyed_params}
+    return StepKey(
+        step=step.name,
         environment=environment.image_id,
         project=project_digest(step),
-        params=key_params,
+        params={k: v for k, v in params.items() if k not in unkeyed},
         inputs=inputs,
         packages=environment.packages,
     )
-    return key, ""
 
 
 def previous_components(client: MlflowClient, step: str) -> tuple[str, dict[str, Any]] | None:
@@ -255,26 +211,33 @@ class StepCache:
         client: MlflowClient,
         enabled: bool,
         rerun: set[str],
-        image_exists: Callable[[str], bool],
+        output_gone: Callable[[str, Run], str] = lambda step, run: "",
         root: Path = PROJECT_DIR,
+        graph: StepGraph = PIPELINE_STEPS,
     ) -> None:
         self.client = client
         self.enabled = enabled
         self.rerun = rerun
-        self.image_exists = image_exists
+        # What a run's output outside MLflow lacks now ("" if nothing): the Docker image a
+        # build made, the registry version a promotion registered (the step's hooks say).
+        self.output_gone = output_gone
         self.root = root  # the checkout whose code the steps run
+        self.graph = graph
 
     def decide(
         self,
-        step: str,
+        declaration: StepDeclaration,
         environment: Environment,
         params: dict[str, Any],
         upstream: dict[str, str],
         extra_inputs: dict[str, str] | None = None,
+        uncacheable: str = "",
     ) -> Decision:
-        key, why_not = step_key(self.client, step, environment, params, upstream, extra_inputs)
-        if key is None:
-            return Decision(None, reasons=[f"not cacheable: {why_not}"])
+        """`uncacheable`: why this run cannot be cached, if it cannot (its hooks say)."""
+        if uncacheable:
+            return Decision(None, reasons=[f"not cacheable: {uncacheable}"])
+        step = declaration.name
+        key = step_key(self.client, declaration, environment, params, upstream, extra_inputs, self.graph)
         if not self.enabled:
             return Decision(key, reasons=["cache disabled (cache=false)"])
         if step in self.rerun:
@@ -298,20 +261,6 @@ class StepCache:
             return Decision(key, reasons=[f"vs run {run_id}: code changed: {', '.join(changes)}"])
         return Decision(key, reasons=self.explain_miss(step, key))
 
-    def output_gone(self, step: str, run: Run) -> str:
-        """What a run's output outside MLflow lacks now ("" if nothing): the Docker image a
-        build made, the registry version a promotion registered."""
-        tags = run.data.tags
-        if step == BUILD and not self.image_exists(tags.get("image.id", "")):
-            return "its image is no longer in the Docker engine"
-        if step == PROMOTE:
-            name, version = tags.get("registered_model", ""), tags.get("registered_version", "")
-            try:
-                self.client.get_model_version(name, version)
-            except MlflowException:
-                return f"the version it registered ({name} {version}) is gone"
-        return ""
-
     def runs_with_key(self, step: str, digest: str, limit: int = 20) -> list[Run]:
         """FINISHED runs of `step` with this key whose artifacts exist, newest first."""
         experiments = [e.experiment_id for e in self.client.search_experiments()]
@@ -328,7 +277,7 @@ class StepCache:
         runs = []
         for run in sorted(found.values(), key=lambda r: r.info.start_time, reverse=True):
             try:
-                runs.append(require_step_run(run.info.run_id, step, self.client))
+                runs.append(require_step_run(run.info.run_id, step, self.client, graph=self.graph))
             except UpstreamError as exc:
                 log.info("cannot reuse %s: %s", run.info.run_id, exc)
         return runs
@@ -369,6 +318,7 @@ class StepCache:
 
 
 def parse_rerun(value: str, steps: tuple[str, ...]) -> set[str]:
+    """`cache.rerun`: step names, comma separated; an unknown one is refused, naming it."""
     names = {name.strip() for name in str(value or "").split(",") if name.strip()}
     unknown = sorted(names - set(steps))
     if unknown:

@@ -9,12 +9,11 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
-from cifar_pipeline.tracking import BUILD, SYSTEMTEST, TRAIN
+from cifar_pipeline.step_declarations import StepDeclaration
 
 log = logging.getLogger(__name__)
 
 DockerArgs = dict[str, str | bool]
-STEPS_NEEDING_DOCKER = (BUILD, SYSTEMTEST)
 
 
 def docker_socket() -> str:
@@ -31,9 +30,10 @@ def host_has_nvidia_gpu() -> bool:
 
 
 def step_docker_args(
-    step: str, artifact_root: Path | None, gpus: bool, read_only: list[Path] | None = None
+    step: StepDeclaration, artifact_root: Path | None, gpus: bool, read_only: list[Path] | None = None
 ) -> DockerArgs:
-    """`docker run` flags for one step, as MLflow's docker_args (one value per flag name).
+    """`docker run` flags for one step, as MLflow's docker_args (one value per flag name),
+    from the resources it declares.
 
     - network=host: the steps reach a tracking server on the host's loopback (a local
       store is served by one, tracking_server.py), and the system test reaches the
@@ -44,10 +44,13 @@ def step_docker_args(
     - `read_only`: host paths the step reads (a local data folder or archive), mounted
       read-only at the same path. MLflow passes one flag per name, so at most one.
     """
-    args: DockerArgs = {"network": "host", "label": f"cifar-pipeline.step={step}"}
+    resources = step.resources
+    args: DockerArgs = {"label": f"cifar-pipeline.step={step.name}"}
+    if resources.host_network:
+        args["network"] = "host"
     if artifact_root is not None:
         args["volume"] = f"{artifact_root}:{artifact_root}"
-    if step in STEPS_NEEDING_DOCKER:
+    if resources.docker_socket:
         socket = docker_socket()
         args["v"] = f"{socket}:/var/run/docker.sock"
     if read_only:
@@ -55,9 +58,9 @@ def step_docker_args(
             raise ValueError(f"one read-only mount per step; got {read_only}")
         path = str(read_only[0]).replace('"', '""')  # docker parses --mount as CSV: quote the paths
         args["mount"] = f'type=bind,"source={path}","target={path}",readonly'
-    if step == TRAIN:
+    if resources.shm_size:
         # DataLoader workers pass batches, and NCCL ranks talk, through /dev/shm: Docker's 64 MB is too small
-        args["shm-size"] = "2g"
-        if gpus:
-            args["gpus"] = "all"
+        args["shm-size"] = resources.shm_size
+    if gpus and resources.gpu:
+        args["gpus"] = "all"
     return args

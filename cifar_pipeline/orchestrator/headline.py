@@ -6,7 +6,7 @@ step contributes the results of the run it reused: they are the pipeline's resul
 
 Every headline value is a copy of one step run's own metric, parameter or tag, under a
 name that says what it is on the pipeline run (the step's own names are kept in the
-step runs).
+step runs). Each step declares its own (step_declarations.py).
 """
 
 from __future__ import annotations
@@ -14,57 +14,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 
 from mlflow.entities import Metric, Run, RunTag
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.tracking import BUILD, FETCH, PROMOTE, SYSTEMTEST, TRAIN
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, Headline
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Headline:
-    """Which of a step run's values the pipeline run carries, and under which names."""
-
-    metrics: dict[str, str] = field(default_factory=dict)  # step metric -> pipeline metric
-    numeric_params: dict[str, str] = field(default_factory=dict)  # step param -> pipeline metric
-    tags: dict[str, str] = field(default_factory=dict)  # step tag -> pipeline tag
-
-
-HEADLINES: dict[str, Headline] = {
-    FETCH: Headline(
-        numeric_params={"num_train": "data.train_images", "num_test": "data.test_images"},
-        tags={"data.digest": "data.digest", "validation.status": "data.validation"},
-    ),
-    TRAIN: Headline(
-        metrics={
-            "final_test_accuracy": "train.test_accuracy",
-            "final_test_accuracy_flip_tta": "train.test_accuracy_flip_tta",
-        },
-        tags={"model.digest": "model.digest", "quality_gate": "model.quality_gate"},
-    ),
-    BUILD: Headline(
-        metrics={"image_size_mb": "image.size_mb"},
-        tags={"image.tag": "image.tag"},
-    ),
-    SYSTEMTEST: Headline(
-        metrics={
-            "test_accuracy": "served.test_accuracy",
-            "top1_agreement": "served.top1_agreement",
-            "max_logit_diff": "served.max_logit_diff",
-            "c1_latency_p50_ms": "served.latency_p50_ms",
-            "c1_latency_p99_ms": "served.latency_p99_ms",
-            "c8_requests_per_second": "served.requests_per_second_c8",
-        },
-        tags={"systemtest.passed": "served.passed"},
-    ),
-    PROMOTE: Headline(
-        metrics={"promoted": "promoted", "accuracy_difference": "promotion.accuracy_difference"},
-        tags={"promotion.outcome": "promotion.outcome", "registered_version": "promotion.version"},
-    ),
-}
+HEADLINES: dict[str, Headline] = {d.name: d.headline for d in PIPELINE_STEPS}
 
 
 def headline_values(step: str, run: Run) -> tuple[dict[str, float], dict[str, str]]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from cifar_pipeline import docker_utils
 from cifar_pipeline.orchestrator.requirements import as_pip_arguments, pinned_requirements
-from cifar_pipeline.tracking import BUILD, STEPS
+from cifar_pipeline.step_declarations import PIPELINE_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ REQUIREMENTS_DIR = PROJECT_DIR / "requirements"
 STEP_LABEL = "cifar-pipeline.step"
 # The layer every step image shares (requirements/common.txt), below each step's own.
 COMMON = "common"
-# What the build step's image also carries: the inference image's wheels.
-EXTRA_REQUIREMENTS = {BUILD: ("serve",)}
+STEPS = PIPELINE_STEPS.names
+# What a step's image also carries (the build step's: the inference image's wheels).
+EXTRA_REQUIREMENTS = {d.name: d.extra_requirements for d in PIPELINE_STEPS if d.extra_requirements}
 
 
 def repository(step: str) -> str:

@@ -1,13 +1,13 @@
 """The orchestrator: run the planned steps, each as an MLflow project in its own
-container (child runs of one parent run), pass run IDs between them, summarise.
+container (child runs of one parent run), pass run IDs between them, report.
 
 planning.py decides which steps run and with what; caching.py decides, step by step,
-whether an earlier run can be reused (its key: the step's environment, parameters and
-input digests; and the project files it loaded, unchanged). This module does: it builds
-each step's image, runs the step or records the reuse, and writes the summary.
+whether an earlier run can be reused; each step's hooks (hooks/) do what is particular to
+it; a StepRunner (runner.py) runs it. This module is the loop over the plan: it names no
+step, and returns a PipelineReport that summary.py logs on the pipeline run.
 
 Everything that can be checked before a container starts is checked first: resume run
-IDs, the Docker engine, the GPU request.
+IDs, settings, the Docker engine, the GPU request.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from urllib.parse import urlparse
 
 import mlflow
 import requests
-from docker.errors import NotFound
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -29,23 +28,15 @@ from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
 from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered
-from cifar_pipeline.orchestrator import orphans, promotion, validation
-from cifar_pipeline.orchestrator.caching import (
-    REUSED_FROM_TAG,
-    REUSED_STEP_TAG,
-    StepCache,
-    StepKey,
-    parse_rerun,
-)
-from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu
-from cifar_pipeline.orchestrator.images import StepImages
+from cifar_pipeline.orchestrator import orphans
+from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG, StepCache, parse_rerun
+from cifar_pipeline.orchestrator.hooks import HookContext, StepHooks, load_hooks
 from cifar_pipeline.orchestrator.naming import pipeline_run_name, reused_step_run_name
 from cifar_pipeline.orchestrator.planning import (
-    RESUME_INPUT_STEP,
     PipelineError,
     as_dict,
-    continue_unfinished_training,
-    local_data_path,
+    continue_unfinished_run,
+    output_tag,
     plan,
     plan_resume,
     resumed_config,
@@ -53,31 +44,27 @@ from cifar_pipeline.orchestrator.planning import (
     stop_after,
     validate_resume,
 )
-from cifar_pipeline.orchestrator.requirements import RequirementsError
+from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.runner import DockerStepRunner, StepRunner
 from cifar_pipeline.orchestrator.status_guard import guard_killed_run
-from cifar_pipeline.orchestrator.step_container import StepContainers, StepResult
-from cifar_pipeline.orchestrator.summary import Summary, write_summary
+from cifar_pipeline.orchestrator.summary import write_summary
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
-from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
-from cifar_pipeline.promotion.registry import Champion
-from cifar_pipeline.tracking import (
-    FETCH,
-    KILLED,
-    PIPELINE_NAME,
-    PIPELINE_TAG,
-    PRODUCES,
-    PROMOTE,
-    QUALITY_GATE_TAG,
-    STEP_TAG,
-    STEPS,
-    TRAIN,
-    UPSTREAM_PARAM,
-)
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
+from cifar_pipeline.tracking import KILLED, PIPELINE_NAME, PIPELINE_TAG, STEP_TAG
 
 log = logging.getLogger(__name__)
 
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
+ERROR_TAG = "pipeline.error"
+# What stops a pipeline with a message (exit 1); anything else is a bug, re-raised.
+EXPECTED_FAILURES = (
+    PipelineError,
+    docker_utils.DockerUnavailable,
+    docker_utils.ImageBuildError,
+    OSError,
+    MlflowException,
+)
 
 
 def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
@@ -94,12 +81,6 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def stop_grace_seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
-        raise PipelineError(f"docker.stop_grace_seconds={value!r}: expected seconds, from 0 to 3600")
-    return float(value)
-
-
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(config, dict):
         out: dict[str, Any] = {}
@@ -110,165 +91,136 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class Pipeline:
-    def __init__(self, cfg: DictConfig) -> None:
+    """One pipeline run: plan, check, then a plain loop over the planned steps."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        runner: StepRunner,
+        client: MlflowClient | None = None,
+        graph: StepGraph = PIPELINE_STEPS,
+    ) -> None:
         self.cfg = cfg
-        self.client = MlflowClient()
-        self.results: list[StepResult] = []
-        self.containers = StepContainers(self.client, stop_grace=30.0)
-        self.promotion = ""  # the promote step's verdict, for the summary
-        self.left_out: list[str] = []  # steps after `until`, not run on purpose
-        self.validation: list[str] = []  # the fetch step's anomalies, for the summary
-        self.validation_settings: dict[str, Any] = {}
-        self.reference = validation.Reference.none("no reference")
-        self.planned_champion: Champion | None = (
-            None  # as the pipeline planned (None: none, or promotion off)
-        )
+        self.runner = runner
+        self.client = client or MlflowClient()
+        self.graph = graph
+        self.report = PipelineReport(until=str(cfg.get("stop_after") or ""))
+        self.context = HookContext(cfg, self.client, self.report)
+        self.hooks: dict[str, StepHooks] = {d.name: load_hooks(d, self.context) for d in graph}
 
     def hurry(self, signum: int) -> None:
-        self.containers.hurry(signum)
+        self.runner.hurry(signum)
 
-    def end_orphans(self, docker: Any, experiment_id: str) -> None:
-        ended = orphans.end_orphaned_containers(docker, self.containers.stop_grace)
-        ended += orphans.end_orphaned_pipeline_runs(self.client, experiment_id)
-        if ended:
-            log.warning("ended what dead orchestrators left running: %s", ", ".join(ended))
+    def run(self) -> PipelineReport:
+        """Run the pipeline in the active MLflow run; the report says how it ended.
 
-    def run(self) -> None:
+        A failure the pipeline can name (bad input, a failed step, an unreachable engine)
+        ends it FAILED with exit code 1; a cancellation ends it KILLED (128 + the signal).
+        """
+        try:
+            steps, upstream = self._plan()
+            cache = self._prepare(steps)
+            for name in steps:
+                self._run_step(self.graph[name], upstream, cache, goes_on=name != steps[-1])
+        except EXPECTED_FAILURES as exc:
+            self.report.end(FAILED, str(exc), 1)
+        except Cancelled as exc:
+            self.report.end(KILLED, str(exc), exc.exit_code)
+        except BaseException as exc:  # the pipeline run must not stay RUNNING: report, then raise
+            self.report.end(FAILED, f"{exc.__class__.__name__}: {exc}", 1)
+            raise
+        else:
+            self.report.end(FINISHED, "", 0)
+        return self.report
+
+    def _plan(self) -> tuple[list[str], dict[str, str]]:
+        """Which steps run, from which upstream runs; the runs it starts from, recorded."""
         resume_pipeline = str(self.cfg.resume.get("pipeline_run_id") or "")
         finished: dict[str, str] = {}
         if resume_pipeline:
-            steps, upstream, finished = plan_resume(self.client, resume_pipeline)
+            steps, upstream, finished = plan_resume(self.client, resume_pipeline, self.graph)
         else:
-            steps, upstream = continue_unfinished_training(*plan(self.cfg.resume), self.client)
-            validate_resume({k: v for k, v in upstream.items() if k in RESUME_INPUT_STEP}, self.client)
-        for key, run_id in upstream.items():
-            if key in RESUME_INPUT_STEP and RESUME_INPUT_STEP[key] not in finished:
-                self.results.append(StepResult(RESUME_INPUT_STEP[key], run_id, "REUSED", 0.0, "given"))
-                mlflow.set_tag(f"pipeline.{key}", run_id)
-        for step, run_id in finished.items():
-            self.results.append(self._record_reuse(step, run_id, [f"finished in pipeline {resume_pipeline}"]))
-            mlflow.set_tag(f"pipeline.{PRODUCES[step]}", run_id)
-        if TRAIN in finished:
-            self._stop_unless_blessed(finished[TRAIN])
-        steps, self.left_out = stop_after(steps, str(self.cfg.get("stop_after") or ""))
+            steps, upstream = continue_unfinished_run(
+                *plan(self.cfg.resume, self.graph), self.client, self.graph
+            )
+            validate_resume(upstream, self.client, self.graph)
+        for param, run_id in upstream.items():
+            producer = self.graph.producer_of.get(param)
+            if producer is not None and producer.name not in finished:
+                self.report.results.append(StepResult(producer.name, run_id, "REUSED", 0.0, "given"))
+                mlflow.set_tag(output_tag(param), run_id)
+        for name, run_id in finished.items():
+            result = self._record_reuse(name, run_id, [f"finished in pipeline {resume_pipeline}"])
+            self.report.results.append(result)
+            mlflow.set_tag(output_tag(self.graph.output_param(name)), run_id)
+            self.hooks[name].after(result, goes_on=True)  # e.g. train's quality gate
+        steps, self.report.left_out = stop_after(steps, self.report.until, self.graph)
+        return steps, upstream
+
+    def _prepare(self, steps: list[str]) -> StepCache:
+        """Check every setting and each step's own, then get the runner ready."""
         try:
-            rerun = parse_rerun(self.cfg.cache.rerun, STEPS)
+            rerun = parse_rerun(self.cfg.cache.rerun, self.graph.names)
         except ValueError as exc:
             raise PipelineError(str(exc)) from exc
         if not isinstance(self.cfg.cache.enabled, bool):
             raise PipelineError(f"cache.enabled={self.cfg.cache.enabled!r}: expected true or false")
-        self.containers.stop_grace = stop_grace_seconds(self.cfg.docker.stop_grace_seconds)
-        self.validation_settings = validation.settings(self.cfg.validation)
-        if not promotion.check_settings(self.cfg.promote):
-            steps = [step for step in steps if step != PROMOTE]
-            self.promotion = "off: promote.registered_model is empty, nothing registered"
-        elif PROMOTE in steps or FETCH in steps:
-            # a broken champion stops us before training; fetch validates against its data
-            self.planned_champion = promotion.champion(self.client, self.cfg.promote)
-        data_mount = local_data_path(self.cfg.data) if FETCH in steps else None
-        wants_gpu = self._wants_gpu(steps)
-        docker = docker_utils.connect()
+        for declaration in self.graph:
+            reason = self.hooks[declaration.name].check(list(steps))
+            if reason and declaration.name in steps:
+                log.info("step %s left out: %s", declaration.name, reason)
+                steps.remove(declaration.name)
         active = mlflow.active_run()
         assert active is not None
-        self.end_orphans(docker, active.info.experiment_id)
+        self.runner.start(active.info.experiment_id)
+        self.context.engine = self.runner
+        return StepCache(
+            self.client,
+            self.cfg.cache.enabled,
+            rerun,
+            output_gone=lambda step, run: self.hooks[step].output_gone(run),
+            graph=self.graph,
+        )
+
+    def _run_step(
+        self, step: StepDeclaration, upstream: dict[str, str], cache: StepCache, goes_on: bool
+    ) -> None:
+        hooks = self.hooks[step.name]
+        resolved = hooks.resolve(upstream)
+        params = step_parameters(step, self.cfg, upstream, resolved.params)
+        environment = self.runner.environment(step)
         try:
-            images = StepImages(
-                docker, self.cfg.docker.base_image, pip_build_args(self.cfg.docker.pip_find_links)
+            decision = cache.decide(
+                step, environment, params, upstream, resolved.key_inputs, resolved.uncacheable
             )
-        except (RequirementsError, ValueError) as exc:
-            raise PipelineError(str(exc)) from exc
-        cache = StepCache(self.client, self.cfg.cache.enabled, rerun, lambda i: image_present(docker, i))
-        for step in steps:
-            param = UPSTREAM_PARAM.get(step)
-            mounts = [data_mount] if step == FETCH and data_mount else []
-            resolved, extra_inputs = self._resolve(step)
-            params = step_parameters(step, self.cfg, upstream, resolved)
-            log.info("step %s: building its environment", step)
-            environment = images.environment(step)
+        except CodeIdentityError as exc:
+            raise PipelineError(f"step {step.name}: {exc}") from exc
+        action = "reusing" if decision.reuse else "running"
+        log.info("step %s: %s (%s)", step.name, action, "; ".join(decision.reasons))
+        if decision.reuse:
+            result = self._record_reuse(step.name, decision.reuse.info.run_id, decision.reasons)
+        else:
             try:
-                decision = cache.decide(step, environment, params, upstream, extra_inputs)
-            except CodeIdentityError as exc:
-                raise PipelineError(f"step {step}: {exc}") from exc
-            log.info(
-                "step %s: %s (%s)",
-                step,
-                "reusing" if decision.reuse else "running",
-                "; ".join(decision.reasons),
-            )
-            if decision.reuse:
-                result = self._record_reuse(step, decision.reuse.info.run_id, decision.reasons)
-            else:
-                try:
-                    result = self.containers.run(step, images.image(step), params, wants_gpu, mounts)
-                except Cancelled:
-                    if self.containers.killed is not None:
-                        self.results.append(self.containers.killed)
-                    raise
-                result.reasons = decision.reasons
-                if result.status == FINISHED and decision.key is not None:
-                    after = self._key_after(step, decision.key, result.run_id)
-                    cache.record(result.run_id, decision.key, after)
-            self.results.append(result)
-            if step == FETCH:
-                fetch_run = self.client.get_run(result.run_id)
-                self.validation = validation.summary_lines(fetch_run, self.reference)
-                if refusal := validation.refusal(fetch_run):
-                    raise PipelineError(refusal)
-            if result.status != FINISHED:
-                raise PipelineError(
-                    f"step {step} {result.status} (run {result.run_id}"
-                    + (f", {param}={upstream[param]}" if param else "")
-                    + "); its log is in the run's logs/ artifact"
-                )
-            if step == TRAIN and step != steps[-1]:
-                self._stop_unless_blessed(result.run_id)
-            if step == PROMOTE:
-                self.promotion = promotion.summary_line(self.client, result.run_id)
-                log.info("promotion: %s", self.promotion)
-            if step in PRODUCES:
-                upstream[PRODUCES[step]] = result.run_id
-                mlflow.set_tag(f"pipeline.{PRODUCES[step]}", result.run_id)
-
-    def _resolve(self, step: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Parameters and key inputs that depend on the registry as the step starts."""
-        if step == PROMOTE:  # the champion as it is now, after training and testing
-            version, inputs = promotion.champion_inputs(promotion.champion(self.client, self.cfg.promote))
-            return {"champion_version": version}, inputs
-        if step == FETCH:  # validated against the champion's data, unless configured otherwise
-            self.reference = validation.reference(self.client, self.cfg.validation, self.planned_champion)
-            log.info("step fetch: data validated against %s", self.reference.note)
-            resolved = {**self.validation_settings, "reference_run_id": self.reference.run_id}
-            return resolved, {validation.KEY_INPUT: self.reference.data_digest}
-        return {}, {}
-
-    def _key_after(self, step: str, key: StepKey, run_id: str) -> StepKey | None:
-        """A second key the finished run's output also stands under (see caching.py)."""
-        if step == PROMOTE:
-            return promotion.key_after(key, self.client.get_run(run_id))
-        if step == FETCH:
-            return validation.key_after(key, self.client.get_run(run_id))
-        return None
-
-    def _stop_unless_blessed(self, train_run_id: str) -> None:
-        run = self.client.get_run(train_run_id)
-        if run.data.tags.get(QUALITY_GATE_TAG) == "failed":
-            accuracy = run.data.metrics.get("final_test_accuracy", float("nan"))
+                result = self.runner.run(step, params, resolved)
+            except Cancelled:
+                if self.runner.killed is not None:
+                    self.report.results.append(self.runner.killed)
+                raise
+            result.reasons = decision.reasons
+            if result.status == FINISHED and decision.key is not None:
+                after = hooks.key_after(decision.key, self.client.get_run(result.run_id))
+                cache.record(result.run_id, decision.key, after)
+        self.report.results.append(result)
+        hooks.after(result, goes_on)
+        if result.status != FINISHED:
+            given = f", {step.consumes}={upstream[step.consumes]}" if step.consumes else ""
             raise PipelineError(
-                f"train run {train_run_id}: test accuracy {accuracy:.4f} is below "
-                f"train.min_accuracy={self.cfg.train.min_accuracy}; the model is not blessed, "
-                "stopping before build"
+                f"step {step.name} {result.status} (run {result.run_id}{given}); "
+                "its log is in the run's logs/ artifact"
             )
-
-    def _wants_gpu(self, steps: list[str]) -> bool:
-        if TRAIN not in steps:
-            return False
-        device = self.cfg.train.device
-        if device == "cpu":
-            return False
-        has_gpu = host_has_nvidia_gpu()
-        if device == "cuda" and not has_gpu:
-            raise PipelineError("train.device=cuda but no NVIDIA GPU on this host (nvidia-smi -L)")
-        return has_gpu
+        if step.produces:
+            upstream[step.produces.param] = result.run_id
+            mlflow.set_tag(output_tag(step.produces.param), result.run_id)
 
     def _record_reuse(self, step: str, reused: str, reasons: list[str]) -> StepResult:
         """A child run that says which run this step reused, so the UI shows the whole pipeline."""
@@ -287,14 +239,6 @@ class Pipeline:
         )
         self.client.set_terminated(record.info.run_id, FINISHED)
         return StepResult(step, reused, FINISHED, 0.0, "reused", reasons)
-
-
-def image_present(docker: Any, image_id: str) -> bool:
-    try:
-        docker.images.get(image_id)
-    except NotFound:
-        return False
-    return bool(image_id)
 
 
 @dataclass(frozen=True)
@@ -337,7 +281,7 @@ def run_pipeline(
             outcome = _run_in(parent.info.run_id, cfg, point_tags or {}, built)
         except Cancelled as exc:  # while the run was being set up or closed
             if (active := mlflow.active_run()) and active.info.run_id == parent.info.run_id:
-                mlflow.set_tag("pipeline.error", str(exc))
+                mlflow.set_tag(ERROR_TAG, str(exc))
                 mlflow.end_run(KILLED)
             outcome = Outcome(exc.exit_code, parent.info.run_id)
     if outcome.cancelled:
@@ -354,7 +298,7 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
         cfg = resumed_config(cfg, MlflowClient())
     except PipelineError as exc:
         log.error("pipeline failed: %s", exc)
-        mlflow.set_tag("pipeline.error", str(exc))
+        mlflow.set_tag(ERROR_TAG, str(exc))
         mlflow.end_run(FAILED)
         return Outcome(1, run_id)
     client = MlflowClient()
@@ -362,38 +306,16 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
     resolved = as_dict(cfg)
     mlflow.log_dict(resolved, "config.yaml")
     mlflow.log_params(flatten(resolved))
-    pipeline = Pipeline(cfg)
+    pipeline = Pipeline(cfg, DockerStepRunner(client, cfg.docker), client)
     built.append(pipeline)
-    status, error, exit_code = FINISHED, "", 0
     try:
-        pipeline.run()
-    except (
-        PipelineError,
-        docker_utils.DockerUnavailable,
-        docker_utils.ImageBuildError,
-        OSError,
-        MlflowException,
-    ) as exc:
-        status, error, exit_code = FAILED, str(exc), 1
-    except Cancelled as exc:
-        status, error, exit_code = KILLED, str(exc), exc.exit_code
-    except BaseException as exc:  # the parent must not stay RUNNING
-        status, error = FAILED, f"{exc.__class__.__name__}: {exc}"
-        raise
+        report = pipeline.run()
     finally:
-        pipeline.containers.close()  # no step container runs any more
-        summary = Summary(
-            status,
-            error,
-            pipeline.results,
-            validation=pipeline.validation,
-            promotion=pipeline.promotion,
-            left_out=pipeline.left_out,
-            until=str(cfg.get("stop_after") or ""),
-        )
-        write_summary(summary, run_id, pipeline.client)
-        if error:
-            mlflow.set_tag("pipeline.error", error[:5000])
-            log.error("pipeline %s: %s", "cancelled" if status == KILLED else "failed", error)
-        mlflow.end_run(status)
-    return Outcome(exit_code, run_id)
+        pipeline.runner.close()  # no step container runs any more
+        report = pipeline.report
+        write_summary(report, run_id, client)
+        if report.error:
+            mlflow.set_tag(ERROR_TAG, report.error[:5000])
+            log.error("pipeline %s: %s", "cancelled" if report.status == KILLED else "failed", report.error)
+        mlflow.end_run(report.status)
+    return Outcome(report.exit_code, run_id)

@@ -17,64 +17,42 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_pipeline.tracking import (
-    BUILD,
-    CHECKPOINT,
-    FETCH,
-    PRODUCES,
-    PROMOTE,
-    STEP_TAG,
-    STEPS,
-    SYSTEMTEST,
-    TRAIN,
-    UpstreamError,
-    lineage,
-    require_step_run,
-)
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
+from cifar_pipeline.tracking import STEP_TAG, UpstreamError, lineage, require_step_run
 
 log = logging.getLogger(__name__)
 
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+UNFINISHED = ("FAILED", "KILLED")
 
 
 class PipelineError(RuntimeError):
     """The pipeline cannot go on; the message says which step or input and why."""
 
 
-# Resume parameters, most downstream first: the one given decides where to start.
-RESUME_START = (
-    ("systemtest_run_id", PROMOTE),
-    ("image_run_id", SYSTEMTEST),
-    ("model_run_id", BUILD),
-    ("data_run_id", TRAIN),
-)
-RESUME_INPUT_STEP = {
-    "data_run_id": FETCH,
-    "model_run_id": TRAIN,
-    "image_run_id": BUILD,
-    "systemtest_run_id": SYSTEMTEST,
-}
-
-
-def plan(resume: DictConfig) -> tuple[list[str], dict[str, str]]:
-    """Steps to run, and the upstream run IDs given by the user."""
-    given = {key: str(resume.get(key) or "").strip() for key, _ in RESUME_START}
+def plan(resume: DictConfig, graph: StepGraph = PIPELINE_STEPS) -> tuple[list[str], dict[str, str]]:
+    """Steps to run, and the upstream run IDs given by the user (at most one resume key:
+    the step that consumes it and every step after it run)."""
+    keys = graph.resume_keys()
+    given = {key: str(resume.get(key) or "").strip() for key, _ in keys}
     given = {key: value for key, value in given.items() if value}
     if len(given) > 1:
-        keys = ", ".join(key for key, _ in reversed(RESUME_START))
-        raise PipelineError(f"give at most one of {keys}; got {', '.join(given)}")
-    for key, first_step in RESUME_START:
+        names = ", ".join(key for key, _ in reversed(keys))
+        raise PipelineError(f"give at most one of {names}; got {', '.join(given)}")
+    for key, first_step in keys:
         if key in given:
-            return list(STEPS[STEPS.index(first_step) :]), given
-    return list(STEPS), {}
+            return list(graph.after(first_step)), given
+    return list(graph.names), {}
 
 
-def stop_after(steps: list[str], until: str) -> tuple[list[str], list[str]]:
+def stop_after(
+    steps: list[str], until: str, graph: StepGraph = PIPELINE_STEPS
+) -> tuple[list[str], list[str]]:
     """The planned steps up to and including `until` ("": all), and those it leaves out."""
     if not until:
         return steps, []
-    if until not in STEPS:
-        raise PipelineError(f"until={until!r}: expected one of {', '.join(STEPS)}")
+    if until not in graph.names:
+        raise PipelineError(f"until={until!r}: expected one of {', '.join(graph.names)}")
     if until not in steps:
         raise PipelineError(
             f"until={until!r}: this pipeline runs {', '.join(steps) or 'no step'} only; expected one of those"
@@ -83,29 +61,42 @@ def stop_after(steps: list[str], until: str) -> tuple[list[str], list[str]]:
     return steps[:cut], steps[cut:]
 
 
-def continue_unfinished_training(
-    steps: list[str], upstream: dict[str, str], client: MlflowClient
-) -> tuple[list[str], dict[str, str]]:
-    """A `model_run_id` naming a train run that did not finish, but checkpointed, is continued.
+def has_continuation(client: MlflowClient, run_id: str, step: StepDeclaration) -> bool:
+    """Whether the run left the artifact that lets it be continued (a checkpoint)."""
+    folder = step.continue_from.rpartition("/")[0] or None
+    return any(a.path == step.continue_from for a in client.list_artifacts(run_id, folder))
 
-    The plan becomes train (from that run's last checkpoint, on that run's data) and every
-    step after it. Any other `model_run_id` is left for `validate_resume` to judge.
+
+def continue_unfinished_run(
+    steps: list[str], upstream: dict[str, str], client: MlflowClient, graph: StepGraph = PIPELINE_STEPS
+) -> tuple[list[str], dict[str, str]]:
+    """A resume run ID naming a run that did not finish, of a step that can be continued
+    (train, from its last checkpoint), is continued.
+
+    The plan becomes that step (on that run's own input) and every step after it. Any
+    other run ID is left for `validate_resume` to judge.
     """
-    run_id = upstream.get("model_run_id", "")
-    if not run_id:
+    if len(upstream) != 1:
+        return steps, upstream
+    ((param, run_id),) = upstream.items()
+    step = graph.producer_of[param]
+    if not step.continue_from:
         return steps, upstream
     try:
         run = client.get_run(run_id)
     except MlflowException:
         return steps, upstream  # validate_resume names the problem
-    unfinished = run.info.status in ("FAILED", "KILLED")
-    if run.data.tags.get(STEP_TAG) != TRAIN or not unfinished:
+    if run.data.tags.get(STEP_TAG) != step.name or run.info.status not in UNFINISHED:
         return steps, upstream
-    if not any(a.path == CHECKPOINT for a in client.list_artifacts(run_id, "checkpoints")):
-        raise PipelineError(f"cannot resume: train run {run_id} is {run.info.status} and has no {CHECKPOINT}")
-    data_run_id = lineage(run).get("data_run_id", "")
-    log.info("train run %s is %s: continuing it from its last checkpoint", run_id, run.info.status)
-    return list(STEPS[STEPS.index(TRAIN) :]), {"data_run_id": data_run_id, "resume_run_id": run_id}
+    if not has_continuation(client, run_id, step):
+        raise PipelineError(
+            f"cannot resume: {step.name} run {run_id} is {run.info.status} and has no {step.continue_from}"
+        )
+    log.info(
+        "%s run %s is %s: continuing it from its %s", step.name, run_id, run.info.status, step.continue_from
+    )
+    continued = {step.consumes: lineage(run).get(step.consumes, "")} if step.consumes else {}
+    return list(graph.after(step.name)), {**continued, "resume_run_id": run_id}
 
 
 def pipeline_run(client: MlflowClient, run_id: str) -> Run:
@@ -121,35 +112,38 @@ def pipeline_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-def plan_resume(client: MlflowClient, run_id: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+def plan_resume(
+    client: MlflowClient, run_id: str, graph: StepGraph = PIPELINE_STEPS
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """Resume a pipeline run that failed: (steps left, upstream for them, finished steps' runs).
 
     Its finished steps are the ones whose outputs it recorded (`pipeline.<output>` tags)
-    and that are still usable; a train run it left FAILED or KILLED with a checkpoint is
-    continued from there.
+    and that are still usable; a run of the first step left that it left FAILED or KILLED
+    with its continuation (train: a checkpoint) is continued from there.
     """
     run = pipeline_run(client, run_id)
     finished: dict[str, str] = {}
-    for step in STEPS[:-1]:
-        produced = run.data.tags.get(f"pipeline.{PRODUCES[step]}", "")
+    for step in graph:
+        if step.produces is None:
+            break
+        produced = run.data.tags.get(output_tag(step.produces.param), "")
         try:
-            require_step_run(produced, step, client)
+            require_step_run(produced, step.name, client, graph=graph)
         except UpstreamError:
             break
-        finished[step] = produced
-    upstream = {PRODUCES[step]: finished[step] for step in finished}
-    steps = list(STEPS[len(finished) :])
-    if steps[0] == TRAIN:
-        trains = client.search_runs(
+        finished[step.name] = produced
+    upstream = {graph[name].produces.param: run_id for name, run_id in finished.items()}  # type: ignore[union-attr]
+    steps = list(graph.names[len(finished) :])
+    first = graph[steps[0]]
+    if first.continue_from:
+        earlier = client.search_runs(
             [run.info.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{STEP_TAG}` = '{TRAIN}'",
+            f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{STEP_TAG}` = '{first.name}'",
             order_by=["attributes.start_time DESC"],
         )
-        for train in trains:
-            if train.info.status in ("FAILED", "KILLED") and any(
-                a.path == CHECKPOINT for a in client.list_artifacts(train.info.run_id, "checkpoints")
-            ):
-                upstream["resume_run_id"] = train.info.run_id
+        for candidate in earlier:
+            if candidate.info.status in UNFINISHED and has_continuation(client, candidate.info.run_id, first):
+                upstream["resume_run_id"] = candidate.info.run_id
                 break
     return steps, upstream, finished
 
@@ -173,10 +167,17 @@ def resumed_config(cfg: DictConfig, client: MlflowClient) -> DictConfig:
     return merged
 
 
-def validate_resume(given: dict[str, str], client: MlflowClient) -> None:
+def output_tag(param: str) -> str:
+    """The pipeline run's tag recording a step's output, e.g. `pipeline.model_run_id`."""
+    return f"pipeline.{param}"
+
+
+def validate_resume(given: dict[str, str], client: MlflowClient, graph: StepGraph = PIPELINE_STEPS) -> None:
     for key, run_id in given.items():
+        if key not in graph.producer_of:
+            continue
         try:
-            require_step_run(run_id, RESUME_INPUT_STEP[key], client)
+            require_step_run(run_id, graph.producer_of[key].name, client, graph=graph)
         except UpstreamError as exc:
             raise PipelineError(f"cannot resume: {exc}") from exc
 
@@ -211,32 +212,14 @@ def local_data_path(data: DictConfig) -> Path | None:
 
 
 def step_parameters(
-    step: str, cfg: DictConfig, upstream: dict[str, str], resolved: dict[str, Any] | None = None
+    step: StepDeclaration, cfg: DictConfig, upstream: dict[str, str], resolved: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The step's MLproject parameters. `resolved`: those the pipeline resolves as it plans the
-    step: fetch's validation settings and `reference_run_id`; promote's `champion_version`
-    (the version the registry's alias names, or "none")."""
-    resolved = resolved or {}
-    if step == FETCH:
-        params = {**as_dict(cfg.data), "seed": cfg.seed, **resolved}
-        local = local_data_path(cfg.data)
-        return {**params, "data_url": str(local)} if local else params
-    if step == TRAIN:
-        resume = {"resume_run_id": upstream["resume_run_id"]} if upstream.get("resume_run_id") else {}
-        settings = {**as_dict(cfg.model), **as_dict(cfg.optim), **as_dict(cfg.train)}
-        return {"data_run_id": upstream["data_run_id"], "seed": cfg.seed, **settings, **resume}
-    if step == BUILD:
-        return {
-            "model_run_id": upstream["model_run_id"],
-            "image_repo": cfg.serve.image_repo,
-            "base_image": cfg.serve.base_image,
-            "registry": cfg.serve.registry,
-        }
-    if step == SYSTEMTEST:
-        return {"image_run_id": upstream["image_run_id"], **as_dict(cfg.systemtest)}
-    return {
-        "systemtest_run_id": upstream["systemtest_run_id"],
-        **as_dict(cfg.promote),
-        "force": str(cfg.promote.force).lower(),
-        "champion_version": resolved.get("champion_version", "current"),
-    }
+    """The step's MLproject parameters: the upstream run it consumes, its config groups'
+    keys and its top-level config keys, then what its hooks resolved as it starts (these
+    win: fetch's validation settings and reference, promote's champion version)."""
+    params: dict[str, Any] = {step.consumes: upstream[step.consumes]} if step.consumes else {}
+    for group in step.config_groups:
+        params.update(as_dict(cfg[group]))
+    for key in step.config_keys:
+        params[key] = cfg[key]
+    return {**params, **(resolved or {})}

@@ -31,14 +31,9 @@ from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered,
 from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
 from cifar_pipeline.orchestrator.experiment import PROJECT_NAME, project_experiment_id
 from cifar_pipeline.orchestrator.planning import PipelineError, local_data_path
-from cifar_pipeline.orchestrator.step_container import (
-    STEPS_DIR,
-    file_artifact_root,
-    pinned_project,
-    submit_step,
-)
+from cifar_pipeline.orchestrator.step_container import file_artifact_root, pinned_project, submit_step
 from cifar_pipeline.orchestrator.tracking_server import TrackingServerError, serving
-from cifar_pipeline.tracking import FETCH, STEPS, TRAIN
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration
 
 log = logging.getLogger(__name__)
 
@@ -71,39 +66,45 @@ def experiment_id(tracking_uri: str) -> str:
     return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
-def read_only_mounts(step: str, params: dict[str, str]) -> list[Path]:
-    if step != FETCH or not params.get("data_url"):
-        return []
-    data = OmegaConf.create({"source": params.get("source", ""), "data_url": params["data_url"]})
-    path = local_data_path(data)
-    if path is not None:
-        params["data_url"] = str(path)  # the container sees it at the same, absolute, path
-    return [path] if path else []
+def read_only_mounts(step: StepDeclaration, params: dict[str, str]) -> list[Path]:
+    """The host paths that the step's path parameters name, checked; each given as the
+    absolute path the container sees it at."""
+    mounts = []
+    for name in step.local_path_params:
+        if not params.get(name):
+            continue
+        data = OmegaConf.create({"source": params.get("source", ""), "data_url": params[name]})
+        path = local_data_path(data)
+        if path is not None:
+            params[name] = str(path)
+            mounts.append(path)
+    return mounts
 
 
-def run_step(step: str, params: dict[str, str], extra_docker_args: dict[str, str | bool], image: str) -> str:
+def run_step(name: str, params: dict[str, str], extra_docker_args: dict[str, str | bool], image: str) -> str:
     """Run the step to its end; return its run's status."""
+    step = PIPELINE_STEPS[name]
     tracking_uri = absolute_tracking_uri(mlflow.get_tracking_uri())
     ensure_registered()
     experiment = experiment_id(tracking_uri)
     local = is_local_store(tracking_uri)
     root = file_artifact_root(experiment, MlflowClient(tracking_uri)) if local else None
     args = step_docker_args(
-        step, root, step == TRAIN and host_has_nvidia_gpu(), read_only_mounts(step, params)
+        step, root, step.resources.gpu and host_has_nvidia_gpu(), read_only_mounts(step, params)
     )
     args |= extra_docker_args
-    with tempfile.TemporaryDirectory(prefix=f"{step}-alone-") as work, serving(tracking_uri) as server:
-        project = pinned_project(step, image, Path(work)) if image else STEPS_DIR / step
+    with tempfile.TemporaryDirectory(prefix=f"{name}-alone-") as work, serving(tracking_uri) as server:
+        project = pinned_project(step, image, Path(work)) if image else step.project
         container_uri = server.url() if server else tracking_uri
-        submitted = submit_step(project, params, experiment, args, container_uri, run_name=step)
+        submitted = submit_step(project, params, experiment, args, container_uri, run_name=name)
         try:
             submitted.wait()
         except BaseException:
             submitted.cancel()
             raise
         status = submitted.get_status()
-        log.info("step %s: run %s %s", step, submitted.run_id, status)
-        sys.stdout.write(f"{step} run {submitted.run_id}: {status}\n")
+        log.info("step %s: run %s %s", name, submitted.run_id, status)
+        sys.stdout.write(f"{name} run {submitted.run_id}: {status}\n")
     return status
 
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m cifar_pipeline.orchestrator.run_step",
         description="Run one pipeline step alone, in its container, as an MLflow run.",
     )
-    parser.add_argument("step", choices=STEPS)
+    parser.add_argument("step", choices=PIPELINE_STEPS.names)
     parser.add_argument("-P", dest="params", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter of steps/<step>/MLproject")  # fmt: skip
     parser.add_argument("-A", dest="docker_args", action="append", default=[], metavar="NAME[=VALUE]",

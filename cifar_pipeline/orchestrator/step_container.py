@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,38 +31,28 @@ from cifar_pipeline.cancellation import Cancelled
 from cifar_pipeline.local_store import is_local_store
 from cifar_pipeline.orchestrator import orphans
 from cifar_pipeline.orchestrator.containers import DockerArgs, step_docker_args
+from cifar_pipeline.orchestrator.report import StepResult
 from cifar_pipeline.orchestrator.tracking_server import LocalTrackingServer
+from cifar_pipeline.step_declarations import StepDeclaration
 from cifar_pipeline.tracking import KILLED
 
 log = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-STEPS_DIR = PROJECT_DIR / "steps"
 FAILED = RunStatus.to_string(RunStatus.FAILED)
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
 STEP_IMAGE_TAG = "pipeline.step_image"  # on each step run: the exact image it ran
 GIT_SOURCE_TAGS = ("mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.source.git.repoURL")
 
 
-@dataclass
-class StepResult:
-    step: str
-    run_id: str  # the run whose output the pipeline used
-    status: str  # FINISHED, FAILED, KILLED, ... or REUSED for a resumed-from run
-    seconds: float
-    action: str = "ran"  # ran | reused (cache hit) | given (a resume run ID)
-    reasons: list[str] = field(default_factory=list)
-
-
-def pinned_project(step: str, image: str, work: Path) -> Path:
+def pinned_project(step: StepDeclaration, image: str, work: Path) -> Path:
     """A copy of steps/<step>/MLproject whose docker_env names `image` (an immutable tag).
 
     MLflow takes a project's image only from its MLproject; the file in the repository
     names `:latest` for running a step alone. The pipeline runs the exact image it built.
     """
-    spec = yaml.safe_load((STEPS_DIR / step / "MLproject").read_text())
+    spec = yaml.safe_load((step.project / "MLproject").read_text())
     spec["docker_env"]["image"] = image
-    project = work / step
+    project = work / step.name
     project.mkdir(parents=True, exist_ok=True)
     (project / "MLproject").write_text(yaml.safe_dump(spec, sort_keys=False))
     return project
@@ -150,8 +139,9 @@ class StepContainers:
             docker_utils.remove_container(docker_utils.connect(), self.running)
 
     def run(
-        self, step: str, image: str, params: dict[str, Any], gpus: bool, mounts: list[Path]
+        self, declaration: StepDeclaration, image: str, params: dict[str, Any], gpus: bool, mounts: list[Path]
     ) -> StepResult:
+        step = declaration.name
         parent = mlflow.active_run()
         assert parent is not None
         experiment_id = parent.info.experiment_id
@@ -160,7 +150,7 @@ class StepContainers:
         artifact_root = (
             file_artifact_root(experiment_id, self.client) if is_local_store(tracking_uri) else None
         )
-        args = step_docker_args(step, artifact_root, gpus, mounts)
+        args = step_docker_args(declaration, artifact_root, gpus, mounts)
         container = f"cifar-pipeline-{step}-{uuid.uuid4().hex[:8]}"
         args["name"] = container
         log.info("=== step %s in %s: %s", step, image, json.dumps(params))
@@ -169,7 +159,7 @@ class StepContainers:
             labels = orphans.container_labels(step, parent.info.run_id, tracking_uri)
             args["label-file"] = str(orphans.write_label_file(labels, Path(work) / "labels"))
             recorder = docker_utils.ContainerLogRecorder(container, Path(work) / "container.log")
-            project = pinned_project(step, image, Path(work))
+            project = pinned_project(declaration, image, Path(work))
             submitted = submit_step(project, params, experiment_id, args, served_uri)
             self.running = container
             try:
@@ -178,7 +168,7 @@ class StepContainers:
                     self.client.set_tag(submitted.run_id, orphans.LAUNCHER_TAG, str(launcher))
                 self.client.update_run(submitted.run_id, name=step)  # not MLflow's random name
                 self.client.set_tag(submitted.run_id, STEP_IMAGE_TAG, image)
-                self._record_source(submitted.run_id, step, parent.info.run_id)
+                self._record_source(submitted.run_id, declaration.project, parent.info.run_id)
                 self._wait(submitted, step, container)
             finally:
                 self.running = ""
@@ -215,10 +205,10 @@ class StepContainers:
             submitted.cancel()
             raise
 
-    def _record_source(self, run_id: str, step: str, parent_run_id: str) -> None:
+    def _record_source(self, run_id: str, project: Path, parent_run_id: str) -> None:
         """The step run's source is the step's project in this checkout (with the checkout's
         git commit, as the pipeline run has it), not the pinned copy MLflow was given."""
-        self.client.set_tag(run_id, "mlflow.source.name", str(STEPS_DIR / step))
+        self.client.set_tag(run_id, "mlflow.source.name", str(project))
         parent_tags = self.client.get_run(parent_run_id).data.tags
         for tag in GIT_SOURCE_TAGS:
             if tag in parent_tags:

@@ -27,21 +27,21 @@ def input_digest() -> str:
     return f"scikit-learn:{sklearn.__version__}"
 
 
-def load(test_fraction: float, seed: int) -> tuple[Split, Split, list[str], dict[str, Any]]:
+def load(test_fraction: float, split_seed: int) -> tuple[Split, Split, list[str], dict[str, Any]]:
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction}: expected a number between 0 and 1")
     digits = load_digits()
     images = to_rgb32(digits.images)
     labels = digits.target.astype(np.int64)
     train_x, test_x, train_y, test_y = train_test_split(
-        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+        images, labels, test_size=test_fraction, random_state=split_seed, stratify=labels
     )
     source = {
         "name": "digits",
         "url": "sklearn.datasets.load_digits",
         "input_digest": input_digest(),
         "test_fraction": test_fraction,
-        "seed": seed,
+        "split_seed": split_seed,
     }
     names = [str(d) for d in range(10)]
     return Split(train_x, train_y), Split(test_x, test_y), names, source

@@ -111,12 +111,12 @@ def _to_split(files: dict[str, list[Path]], names: list[str]) -> Split:
 
 
 def split_by_fraction(
-    files: dict[str, list[Path]], test_fraction: float, seed: int
+    files: dict[str, list[Path]], test_fraction: float, split_seed: int
 ) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
     """Per class, a seeded random `test_fraction` of the files (at least one) goes to test."""
     if not 0.0 < test_fraction < 1.0:
         raise SourceError(f"test_fraction={test_fraction}: expected a number between 0 and 1")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(split_seed)
     train: dict[str, list[Path]] = {}
     test: dict[str, list[Path]] = {}
     for name, paths in files.items():
@@ -129,7 +129,7 @@ def split_by_fraction(
     return train, test
 
 
-def _layout(root: Path, test_fraction: float, seed: int) -> tuple[dict[str, list[Path]], ...]:
+def _layout(root: Path, test_fraction: float, split_seed: int) -> tuple[dict[str, list[Path]], ...]:
     """(train files, test files) by class, from train/+test/ folders or by `test_fraction`."""
     if {d.name for d in _subdirs(root)} == set(SPLIT_DIRS):
         train, test = class_files(root / "train"), class_files(root / "test")
@@ -140,14 +140,14 @@ def _layout(root: Path, test_fraction: float, seed: int) -> tuple[dict[str, list
                 f"only in train/: {only_train or 'none'}, only in test/: {only_test or 'none'}"
             )
         return train, test
-    return split_by_fraction(class_files(root), test_fraction, seed)
+    return split_by_fraction(class_files(root), test_fraction, split_seed)
 
 
 def load(
     location: str,
     checksum: str,
     test_fraction: float,
-    seed: int,
+    split_seed: int,
     work_dir: Path,
     policy: download.RetryPolicy | None = None,
 ) -> tuple[Split, Split, list[str], dict[str, Any]]:
@@ -165,14 +165,14 @@ def load(
         else:
             source["input_digest"] = "sha256:" + file_digest(path)
         root = dataset_root(archives.extract(path, work_dir / "extracted"))
-    train_files, test_files = _layout(root, test_fraction, seed)
+    train_files, test_files = _layout(root, test_fraction, split_seed)
     names = sorted(train_files)
     if len(names) < 2:
         raise SourceError(f"{location}: found {len(names)} class folder(s) ({names}); need at least 2")
     if {d.name for d in _subdirs(root)} == set(SPLIT_DIRS):
         source["layout"] = "train/test folders"
     else:
-        source.update({"layout": "class folders", "test_fraction": test_fraction, "seed": seed})
+        source.update({"layout": "class folders", "test_fraction": test_fraction, "split_seed": split_seed})
     log.info("%s: %d classes, %d train / %d test files", location, len(names),
              sum(map(len, train_files.values())), sum(map(len, test_files.values())))  # fmt: skip
     return _to_split(train_files, names), _to_split(test_files, names), names, source

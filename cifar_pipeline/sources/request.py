@@ -39,7 +39,7 @@ class FetchRequest:
     data_url: str = ""
     data_checksum: str = ""
     test_fraction: float = 0.2
-    seed: int = 0
+    split_seed: int = 0  # the train/test split's seed; training's `seed` is another
     retry: download.RetryPolicy = field(default_factory=download.RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -64,9 +64,9 @@ class FetchRequest:
             )
         if self.source == "imagefolder":
             return imagefolder.load(
-                self.data_url, self.data_checksum, self.test_fraction, self.seed, work_dir, self.retry
+                self.data_url, self.data_checksum, self.test_fraction, self.split_seed, work_dir, self.retry
             )
-        return _digits().load(self.test_fraction, self.seed)
+        return _digits().load(self.test_fraction, self.split_seed)
 
     def known_input_digest(self) -> str | None:
         """The input's content digest if it is known without downloading; None otherwise."""
@@ -87,7 +87,7 @@ class FetchRequest:
         identity = {
             "source": self.source,
             "input_digest": input_digest,
-            "split": None if self.source == "cifar10" else [self.test_fraction, self.seed],
+            "split": None if self.source == "cifar10" else [self.test_fraction, self.split_seed],
             "code_version": __version__,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -33,14 +33,18 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-run-id", required=True)
     parser.add_argument("--image-repo", default="cifar-classifier")
     parser.add_argument("--base-image", default=DEFAULT_BASE_IMAGE)
     parser.add_argument("--wheelhouse", default=os.environ.get("SERVE_WHEELHOUSE", ""))
     parser.add_argument("--registry", default="", help="push here too, e.g. 127.0.0.1:5000 (empty: no push)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,19 +39,23 @@ INPUT_KEY_TAG = "data.input_key"
 REUSED_TAG = "data.reused_from"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", required=True)
     parser.add_argument("--data-url", default="")
     parser.add_argument("--data-checksum", default="")
     parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=parse_int, default=0)
+    parser.add_argument("--split-seed", type=parse_int, default=0, help="seed of the train/test split")
     parser.add_argument("--reuse", type=parse_bool, default=False)
     parser.add_argument("--download-attempts", type=parse_int, default=5)
     parser.add_argument("--reference-run-id", default="", help="fetch run to validate against; empty: none")
     for name, default in Settings().as_params().items():
         parser.add_argument(f"--{name.replace('_', '-')}", default=default, type=_setting)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _setting(value: str) -> str | float:
@@ -60,6 +64,18 @@ def _setting(value: str) -> str | float:
         return float(value)
     except ValueError:
         return value
+
+
+def fetch_request(args: argparse.Namespace) -> FetchRequest:
+    """What to fetch and how to split it; checked here, before any download."""
+    return FetchRequest(
+        source=args.source,
+        data_url=args.data_url,
+        data_checksum=args.data_checksum,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        retry=RetryPolicy(attempts=args.download_attempts),
+    )
 
 
 def validate(dataset: Dataset, settings: Settings, reference: ReferenceData, stage: Path) -> None:
@@ -133,14 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.parse(vars(args), prefix="")  # names as MLproject has them
     with step_run(FETCH) as run, tempfile.TemporaryDirectory(prefix="fetch-") as work:
         reference = load_reference(args.reference_run_id, MlflowClient())  # before the download: fails fast
-        request = FetchRequest(
-            source=args.source,
-            data_url=args.data_url,
-            data_checksum=args.data_checksum,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            retry=RetryPolicy(attempts=args.download_attempts),
-        )
+        request = fetch_request(args)
         work_dir, stage = Path(work), Path(work) / "stage"
         earlier = None
         if args.reuse:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 CURRENT = "current"  # --champion-version: whatever the alias names when the step starts
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--systemtest-run-id", required=True)
     parser.add_argument("--registered-model", default="cifar-classifier")
@@ -59,7 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=CURRENT,
         help="the champion the pipeline planned with ('none': no champion); refused if the alias moved",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def expected_champion(client: MlflowClient, args: argparse.Namespace) -> registry.Champion | None:

@@ -46,7 +46,7 @@ class SystemTestFailed(RuntimeError):
     """The image answered, but not with the trained model's predictions."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--image-run-id", required=True)
     parser.add_argument("--ready-timeout", type=float, default=120.0)
@@ -55,7 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=parse_int, default=256)
     parser.add_argument("--latency-requests", type=parse_int, default=50, help="requests per client")
     parser.add_argument("--concurrency", type=parse_int, default=8, help="clients of the throughput test")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def check_server(

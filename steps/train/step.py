@@ -14,9 +14,10 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import mlflow
 import mlflow.pytorch
@@ -79,38 +80,57 @@ class ParityError(RuntimeError):
     """The exported ONNX model does not reproduce the PyTorch model."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class Checks:
+    """What the step checks once the model is trained (configs/train/ too). Apart from
+    TrainConfig: they do not change the weights, so a resumed run need not match them."""
+
+    reference_size: int = 256  # held-out images whose predictions the system test must reproduce
+    parity_tolerance: float = 1e-3  # largest |ONNX logit - PyTorch logit| the export may show
+    min_accuracy: float = 0.0  # quality gate on the final test accuracy
+    flip_tta: bool = True  # also report flip-TTA test accuracy
+
+
+# How a field's value arrives: MLflow passes every parameter as a string, numbers as "4" or
+# "4.0" (float parameters) and booleans as "true"/"false" (string parameters).
+PARSERS: dict[type, Callable[[str], Any]] = {bool: parse_bool, int: parse_int, float: float, str: str}
+# not --nproc: torchrun would take that for an abbreviation of its own --nproc-per-node
+FLAGS = {"nproc": "--processes"}
+HELP = {
+    "arch": "vgg11, vgg13, vgg16, vgg19",
+    "batch_size": "global batch",
+    "lr": "peak rate for base_batch_size",
+    "nproc": "processes, one per GPU",
+    "min_accuracy": "quality gate on final test accuracy",
+    "flip_tta": "also report flip-TTA accuracy",
+}
+
+
+def add_flags(parser: argparse.ArgumentParser, settings: type[TrainConfig] | type[Checks]) -> None:
+    """One flag per field, with the field's name, type and default: the dataclass is the one
+    place a default is written (tests/test_step_defaults.py holds MLproject and configs/ to it)."""
+    types = get_type_hints(settings)  # field.type is only the annotation's text here
+    for field in fields(settings):
+        flag = FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
+        kind = PARSERS[types[field.name]]
+        parser.add_argument(
+            flag, dest=field.name, type=kind, default=field.default, help=HELP.get(field.name)
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--data-run-id", default="", help="a FINISHED fetch run; default with a resume: its data"
     )
     parser.add_argument("--resume-run-id", default="", help="an unfinished train run to continue")
-    parser.add_argument("--arch", default=TrainConfig.arch, help="vgg11, vgg13, vgg16, vgg19")
-    parser.add_argument("--batch-norm", type=parse_bool, default=TrainConfig.batch_norm)
-    parser.add_argument("--epochs", type=parse_int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=parse_int, default=TrainConfig.batch_size, help="global batch")
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak rate for base_batch_size")
-    parser.add_argument("--base-batch-size", type=parse_int, default=TrainConfig.base_batch_size)
-    parser.add_argument("--momentum", type=float, default=TrainConfig.momentum)
-    parser.add_argument("--nesterov", type=parse_bool, default=TrainConfig.nesterov)
-    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
-    parser.add_argument("--schedule", default=TrainConfig.schedule, help="onecycle or cosine")
-    parser.add_argument("--warmup-fraction", type=float, default=TrainConfig.warmup_fraction)
-    parser.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
-    parser.add_argument("--seed", type=parse_int, default=TrainConfig.seed)
-    parser.add_argument("--device", default=TrainConfig.device)
-    parser.add_argument("--recipe", default=TrainConfig.recipe)
-    parser.add_argument("--channels-last", type=parse_bool, default=TrainConfig.channels_last)
-    parser.add_argument("--bf16", type=parse_bool, default=TrainConfig.bf16)
-    parser.add_argument("--compile", type=parse_bool, default=TrainConfig.compile)
-    parser.add_argument("--workers", type=parse_int, default=TrainConfig.workers)
-    # not --nproc: torchrun would take that for an abbreviation of its own --nproc-per-node
-    parser.add_argument("--processes", dest="nproc", type=parse_int, default=TrainConfig.nproc, help="GPUs")
-    parser.add_argument("--reference-size", type=parse_int, default=256)
-    parser.add_argument("--parity-tolerance", type=float, default=1e-3)
-    parser.add_argument("--min-accuracy", type=float, default=0.0, help="quality gate on final test accuracy")
-    parser.add_argument("--flip-tta", type=parse_bool, default=True, help="also report flip-TTA accuracy")
-    return parser.parse_args(argv)
+    add_flags(parser, TrainConfig)
+    add_flags(parser, Checks)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 EPOCH_METRICS = (

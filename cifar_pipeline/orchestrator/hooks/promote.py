@@ -1,20 +1,29 @@
-"""The orchestrator's side of the promote step: its settings checked before anything runs,
-the champion it will be compared with (a parameter and an input of its key), and the
-promotion line of the pipeline's summary."""
+"""The promote step's hooks: its settings checked before anything runs (promotion off when
+no registered model is named), the champion it will be compared with (a parameter and an
+input of its key, read as the pipeline plans and again as the step starts), the key its
+decision also stands under, and the promotion verdict."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from cifar_pipeline.orchestrator.caching import StepKey
+from cifar_pipeline.orchestrator.hooks import HookContext, Resolved, StepHooks
 from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.orchestrator.report import StepResult, Verdict
 from cifar_pipeline.promotion import registry
 from cifar_pipeline.promotion.policy import ALREADY_CHAMPION, FORCED, PROMOTED, Policy, PolicyError
 from cifar_pipeline.tracking import TRAIN, UpstreamError, require_step_run
+
+log = logging.getLogger(__name__)
+
+OFF = "off: promote.registered_model is empty, nothing registered"
 
 
 def check_settings(settings: DictConfig) -> bool:
@@ -79,3 +88,46 @@ def summary_line(client: MlflowClient, promote_run_id: str) -> str:
     compared = tags.get(registry.COMPARED_WITH_TAG, "")
     detail = f"{outcome}, compared with version {compared}" if compared else outcome
     return f"{verdict}: {name} version {version} ({detail}): {tags.get(registry.REASON_TAG, '')}"
+
+
+def planned_champion(ctx: HookContext) -> registry.Champion | None:
+    """The champion as the pipeline plans, read once (None: none yet, or promotion is off)."""
+    if "champion" not in ctx.shared:
+        on = check_settings(ctx.cfg.promote)
+        ctx.shared["champion"] = champion(ctx.client, ctx.cfg.promote) if on else None
+    current: registry.Champion | None = ctx.shared["champion"]
+    return current
+
+
+class PromoteHooks(StepHooks):
+    def check(self, planned: list[str]) -> str:
+        if not check_settings(self.ctx.cfg.promote):
+            self.ctx.report.verdicts["promotion"] = Verdict("promotion", [OFF], "pipeline.promotion", True)
+            return OFF
+        if self.declaration.name in planned:
+            planned_champion(self.ctx)  # a broken champion stops the pipeline before training
+        return ""
+
+    def resolve(self, upstream: dict[str, str]) -> Resolved:
+        # the champion as it is now, after training and testing
+        version, inputs = champion_inputs(champion(self.ctx.client, self.ctx.cfg.promote))
+        params = {"champion_version": version, "force": str(self.ctx.cfg.promote.force).lower()}
+        return Resolved(params, inputs)
+
+    def after(self, result: StepResult, goes_on: bool) -> None:
+        if result.status not in ("FINISHED", "REUSED"):
+            return
+        line = summary_line(self.ctx.client, result.run_id)
+        log.info("promotion: %s", line)
+        self.ctx.report.verdicts["promotion"] = Verdict("promotion", [line], "pipeline.promotion", True)
+
+    def key_after(self, key: StepKey, run: Run) -> StepKey | None:
+        return key_after(key, run)
+
+    def output_gone(self, run: Run) -> str:
+        name, version = run.data.tags.get("registered_model", ""), run.data.tags.get("registered_version", "")
+        try:
+            self.ctx.client.get_model_version(name, version)
+        except MlflowException:
+            return f"the version it registered ({name} {version}) is gone"
+        return ""
