@@ -5,7 +5,7 @@
 #   <step>-env   common plus the step's own pinned dependencies (its environment)
 #   <step>       <step>-env plus the project's code: what `mlflow run steps/<step>` runs
 #
-# Only train-env has torch. The orchestrator (cifar_pipeline/orchestrator/images.py, or
+# Only train-env has torch. The orchestrator (cifar_pipeline/orchestrator/running/step_images.py, or
 # `make images`) builds them: it passes each step's pinned requirements as a build
 # argument (<STEP>_REQUIREMENTS, resolved from requirements/<step>.txt and the one
 # pinned set, requirements/pins.txt). A build argument, not a copied file, so that

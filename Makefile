@@ -70,7 +70,7 @@ registry: engine | base-image
 # (`mlflow run steps/<step>`). The pipeline builds what it needs by itself.
 images:
 	@$(MAKE) --no-print-directory -j4 setup
-	python -m cifar_pipeline.orchestrator.images --tag-latest \
+	python -m cifar_pipeline.orchestrator.running.step_images --tag-latest \
 	  --base-image $$(cat $(STATE)/base-image) --find-links $$(cat $(STATE)/wheelhouse-url)
 
 # The set-up's parts run side by side (the venv and the wheelhouse download beside the

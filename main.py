@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_pipeline.cancellation import term_when_parent_dies
 from cifar_pipeline.orchestrator import sweep
-from cifar_pipeline.orchestrator.cli import expand_overrides
+from cifar_pipeline.orchestrator.overrides import expand_overrides
 from cifar_pipeline.orchestrator.pipeline import run_pipeline
 
 OmegaConf.register_new_resolver("pid", os.getpid)  # hydra.run.dir: one folder per process

@@ -9,11 +9,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from cifar_pipeline.code_trace import CodeIdentityError, file_sha256
-from cifar_pipeline.orchestrator.caching import StepCache, StepKey, differences, parse_rerun, step_key
 from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
 from cifar_pipeline.orchestrator.hooks.fetch import fetch_input
-from cifar_pipeline.orchestrator.images import Environment
-from cifar_pipeline.orchestrator.report import PipelineReport
+from cifar_pipeline.orchestrator.planning.cache import StepCache, StepKey, differences, parse_rerun, step_key
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport
+from cifar_pipeline.orchestrator.running.step_images import Environment
 from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, REQUIRED_ARTIFACTS, STEP_TAG, STEPS
 

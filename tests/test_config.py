@@ -8,13 +8,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.orchestrator.cli import expand_overrides
-from cifar_pipeline.orchestrator.containers import step_docker_args
 from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
 from cifar_pipeline.orchestrator.hooks import fetch as fetch_hooks
-from cifar_pipeline.orchestrator.images import repository
-from cifar_pipeline.orchestrator.planning import PipelineError, local_data_path, step_parameters
-from cifar_pipeline.orchestrator.report import PipelineReport
+from cifar_pipeline.orchestrator.overrides import expand_overrides
+from cifar_pipeline.orchestrator.planning.plan import PipelineError, local_data_path, step_parameters
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport
+from cifar_pipeline.orchestrator.running.docker_args import step_docker_args
+from cifar_pipeline.orchestrator.running.step_images import repository
 from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import STEPS
 

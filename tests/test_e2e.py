@@ -30,11 +30,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.code_trace import file_sha256
-from cifar_pipeline.orchestrator import orphans
-from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG
 from cifar_pipeline.orchestrator.experiment import PROJECT_NAME
-from cifar_pipeline.orchestrator.headline import HEADLINES
-from cifar_pipeline.orchestrator.step_container import STEP_IMAGE_TAG
+from cifar_pipeline.orchestrator.faults import orphans
+from cifar_pipeline.orchestrator.planning.cache import REUSED_FROM_TAG, REUSED_STEP_TAG
+from cifar_pipeline.orchestrator.reporting.headline import HEADLINES
+from cifar_pipeline.orchestrator.running.step_containers import STEP_IMAGE_TAG
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
 from cifar_pipeline.processes import free_port
 from cifar_pipeline.sources import cifar10

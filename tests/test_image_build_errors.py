@@ -7,8 +7,8 @@ import docker
 import pytest
 
 from cifar_pipeline import docker_utils
-from cifar_pipeline.orchestrator import images
-from cifar_pipeline.orchestrator.images import StepImages
+from cifar_pipeline.orchestrator.running import step_images as images
+from cifar_pipeline.orchestrator.running.step_images import StepImages
 
 
 def test_the_error_names_the_step(monkeypatch: pytest.MonkeyPatch) -> None:

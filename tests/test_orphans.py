@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.docker_utils import remove_container
-from cifar_pipeline.orchestrator import orphans
-from cifar_pipeline.orchestrator.orphans import Owner
+from cifar_pipeline.orchestrator.faults import orphans
+from cifar_pipeline.orchestrator.faults.orphans import Owner
 from cifar_pipeline.tracking import STEP_TAG
 
 

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 
 from cifar_pipeline.cancellation import Cancelled
 from cifar_pipeline.orchestrator.hooks import Resolved
-from cifar_pipeline.orchestrator.images import Environment
 from cifar_pipeline.orchestrator.pipeline import Pipeline
-from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.running.step_images import Environment
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
 from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, STEP_TAG, lineage, upstream_tag
 

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from cifar_pipeline.checksums import file_digest
 from cifar_pipeline.dataset import Split, write_dataset
 from cifar_pipeline.orchestrator.hooks.promote import champion as orchestrator_champion
-from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
 from cifar_pipeline.promotion import registry
 from cifar_pipeline.promotion.models import ModelUnavailable
 from cifar_pipeline.promotion.rollback import main as rollback_main

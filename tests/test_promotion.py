@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cifar_pipeline.orchestrator.hooks.promote import check_settings
-from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
 from cifar_pipeline.promotion.comparison import compare, mcnemar_exact_p
 from cifar_pipeline.promotion.policy import (
     FORCED,

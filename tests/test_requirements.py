@@ -4,8 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from cifar_pipeline.orchestrator.images import requirement_build_args
-from cifar_pipeline.orchestrator.requirements import RequirementsError, pinned_requirements, read_pins
+from cifar_pipeline.orchestrator.running.requirement_sets import (
+    RequirementsError,
+    pinned_requirements,
+    read_pins,
+)
+from cifar_pipeline.orchestrator.running.step_images import requirement_build_args
 from cifar_pipeline.tracking import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
 from cifar_pipeline.orchestrator.pipeline import run_pipeline
-from cifar_pipeline.orchestrator.planning import (
+from cifar_pipeline.orchestrator.planning.plan import (
     PipelineError,
     continue_unfinished_run,
     plan,
@@ -16,7 +16,7 @@ from cifar_pipeline.orchestrator.planning import (
     step_parameters,
     validate_resume,
 )
-from cifar_pipeline.orchestrator.report import PipelineReport
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport
 from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import REQUIRED_ARTIFACTS, STEP_TAG, UpstreamError, require_step_run
 

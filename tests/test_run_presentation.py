@@ -9,11 +9,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cifar_pipeline.orchestrator.headline import HEADLINES, headline_values
-from cifar_pipeline.orchestrator.naming import pipeline_run_name
-from cifar_pipeline.orchestrator.planning import PipelineError, stop_after
-from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
-from cifar_pipeline.orchestrator.summary import write_summary
+from cifar_pipeline.orchestrator.planning.plan import PipelineError, stop_after
+from cifar_pipeline.orchestrator.reporting.headline import HEADLINES, headline_values
+from cifar_pipeline.orchestrator.reporting.naming import pipeline_run_name
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.reporting.summary import write_summary
 from cifar_pipeline.tracking import STEPS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

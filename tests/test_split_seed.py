@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.projects._project_spec import load_project
 
 from cifar_pipeline.dataset import Split
-from cifar_pipeline.orchestrator.planning import step_parameters
+from cifar_pipeline.orchestrator.planning.plan import step_parameters
 from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from steps.fetch import step
 

@@ -7,7 +7,7 @@ import textwrap
 
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.orchestrator.status_guard import restore_killed
+from cifar_pipeline.orchestrator.faults.status_guard import restore_killed
 from cifar_pipeline.processes import process_exists
 
 

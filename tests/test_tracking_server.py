@@ -16,7 +16,11 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.orchestrator.experiment import PROJECT_NAME, project_experiment_id
-from cifar_pipeline.orchestrator.tracking_server import LocalTrackingServer, TrackingServerError, serving
+from cifar_pipeline.orchestrator.running.tracking_server import (
+    LocalTrackingServer,
+    TrackingServerError,
+    serving,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +91,7 @@ def test_the_server_ends_with_an_orchestrator_killed_by_sigkill(mlflow_store: st
     orchestrator = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import time
-            from cifar_pipeline.orchestrator.tracking_server import LocalTrackingServer
+            from cifar_pipeline.orchestrator.running.tracking_server import LocalTrackingServer
             server = LocalTrackingServer({mlflow_store!r})
             print(server.url(), server.process.pid, flush=True)
             time.sleep(600)

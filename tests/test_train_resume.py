@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from cifar_pipeline.dataset import Split, write_dataset
 from cifar_pipeline.orchestrator.hooks import HookContext, load_hooks
-from cifar_pipeline.orchestrator.planning import PipelineError
-from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport, StepResult
 from cifar_pipeline.promotion.registry import logged_model_uri
 from cifar_pipeline.step_declarations import PIPELINE_STEPS
 from cifar_pipeline.tracking import FETCH, QUALITY_GATE_TAG, STEP_TAG, lineage

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cifar_pipeline.dataset import Split
-from cifar_pipeline.orchestrator.caching import StepKey
 from cifar_pipeline.orchestrator.hooks import fetch as fetch_hooks
-from cifar_pipeline.orchestrator.planning import PipelineError
+from cifar_pipeline.orchestrator.planning.cache import StepKey
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
 from cifar_pipeline.promotion.registry import Champion
 from cifar_pipeline.sources import cifar10
 from cifar_pipeline.tracking import FETCH, STEP_TAG, UpstreamError, require_step_run, upstream_tag

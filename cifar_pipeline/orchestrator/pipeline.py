@@ -28,11 +28,16 @@ from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
 from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered
-from cifar_pipeline.orchestrator import orphans
-from cifar_pipeline.orchestrator.caching import REUSED_FROM_TAG, REUSED_STEP_TAG, StepCache, parse_rerun
+from cifar_pipeline.orchestrator.faults import orphans
+from cifar_pipeline.orchestrator.faults.status_guard import guard_killed_run
 from cifar_pipeline.orchestrator.hooks import HookContext, StepHooks, load_hooks
-from cifar_pipeline.orchestrator.naming import pipeline_run_name, reused_step_run_name
-from cifar_pipeline.orchestrator.planning import (
+from cifar_pipeline.orchestrator.planning.cache import (
+    REUSED_FROM_TAG,
+    REUSED_STEP_TAG,
+    StepCache,
+    parse_rerun,
+)
+from cifar_pipeline.orchestrator.planning.plan import (
     PipelineError,
     as_dict,
     continue_unfinished_run,
@@ -44,10 +49,10 @@ from cifar_pipeline.orchestrator.planning import (
     stop_after,
     validate_resume,
 )
-from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
-from cifar_pipeline.orchestrator.runner import DockerStepRunner, StepRunner
-from cifar_pipeline.orchestrator.status_guard import guard_killed_run
-from cifar_pipeline.orchestrator.summary import write_summary
+from cifar_pipeline.orchestrator.reporting.naming import pipeline_run_name, reused_step_run_name
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.reporting.summary import write_summary
+from cifar_pipeline.orchestrator.running.runner import DockerStepRunner, StepRunner
 from cifar_pipeline.orchestrator.sweep import POINT_TAG
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
 from cifar_pipeline.tracking import KILLED, PIPELINE_NAME, PIPELINE_TAG, STEP_TAG

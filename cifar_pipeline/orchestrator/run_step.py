@@ -28,11 +28,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered, is_local_store
-from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu, step_docker_args
 from cifar_pipeline.orchestrator.experiment import PROJECT_NAME, project_experiment_id
-from cifar_pipeline.orchestrator.planning import PipelineError, local_data_path
-from cifar_pipeline.orchestrator.step_container import file_artifact_root, pinned_project, submit_step
-from cifar_pipeline.orchestrator.tracking_server import TrackingServerError, serving
+from cifar_pipeline.orchestrator.planning.plan import PipelineError, local_data_path
+from cifar_pipeline.orchestrator.running.docker_args import host_has_nvidia_gpu, step_docker_args
+from cifar_pipeline.orchestrator.running.step_containers import (
+    file_artifact_root,
+    pinned_project,
+    submit_step,
+)
+from cifar_pipeline.orchestrator.running.tracking_server import TrackingServerError, serving
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_pipeline.cancellation import Cancelled, cancellable
-from cifar_pipeline.orchestrator.status_guard import guard_killed_run
+from cifar_pipeline.orchestrator.faults.status_guard import guard_killed_run
 from cifar_pipeline.tracking import PIPELINE_NAME, PIPELINE_TAG, STEP_TAG
 
 log = logging.getLogger(__name__)

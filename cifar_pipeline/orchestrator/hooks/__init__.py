@@ -24,8 +24,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from cifar_pipeline.orchestrator.caching import StepKey
-from cifar_pipeline.orchestrator.report import PipelineReport, StepResult
+from cifar_pipeline.orchestrator.planning.cache import StepKey
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport, StepResult
 from cifar_pipeline.step_declarations import StepDeclaration
 
 

@@ -16,11 +16,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from cifar_pipeline.orchestrator.caching import StepKey
 from cifar_pipeline.orchestrator.hooks import Resolved, StepHooks
 from cifar_pipeline.orchestrator.hooks.promote import planned_champion
-from cifar_pipeline.orchestrator.planning import PipelineError, as_dict, local_data_path
-from cifar_pipeline.orchestrator.report import StepResult, Verdict
+from cifar_pipeline.orchestrator.planning.cache import StepKey
+from cifar_pipeline.orchestrator.planning.plan import PipelineError, as_dict, local_data_path
+from cifar_pipeline.orchestrator.reporting.report import StepResult, Verdict
 from cifar_pipeline.promotion.registry import Champion
 from cifar_pipeline.tracking import lineage
 from cifar_pipeline.validation.artifacts import STATUS_TAG, SUMMARY_TAG

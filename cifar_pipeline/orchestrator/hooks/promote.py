@@ -13,10 +13,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from cifar_pipeline.orchestrator.caching import StepKey
 from cifar_pipeline.orchestrator.hooks import HookContext, Resolved, StepHooks
-from cifar_pipeline.orchestrator.planning import PipelineError
-from cifar_pipeline.orchestrator.report import StepResult, Verdict
+from cifar_pipeline.orchestrator.planning.cache import StepKey
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
+from cifar_pipeline.orchestrator.reporting.report import StepResult, Verdict
 from cifar_pipeline.promotion import registry
 from cifar_pipeline.promotion.policy import ALREADY_CHAMPION, FORCED, PROMOTED, Policy, PolicyError
 from cifar_pipeline.tracking import TRAIN, UpstreamError, require_step_run

@@ -4,10 +4,10 @@ build with a model below `train.min_accuracy`."""
 
 from __future__ import annotations
 
-from cifar_pipeline.orchestrator.containers import host_has_nvidia_gpu
 from cifar_pipeline.orchestrator.hooks import Resolved, StepHooks
-from cifar_pipeline.orchestrator.planning import PipelineError
-from cifar_pipeline.orchestrator.report import StepResult
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
+from cifar_pipeline.orchestrator.reporting.report import StepResult
+from cifar_pipeline.orchestrator.running.docker_args import host_has_nvidia_gpu
 from cifar_pipeline.tracking import QUALITY_GATE_TAG
 
 

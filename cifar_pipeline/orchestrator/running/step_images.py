@@ -10,7 +10,7 @@ Every code image is tagged `cifar-pipeline-<step>:<first 12 hex digits of its ID
 tag that always names the same content, so pipelines from different checkouts running
 at once on one engine each run exactly the image they built. `:latest` (what
 steps/<step>/MLproject names, for running a step alone) is only moved by
-`python -m cifar_pipeline.orchestrator.images --tag-latest` (`make images`).
+`python -m cifar_pipeline.orchestrator.running.step_images --tag-latest` (`make images`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cifar_pipeline import docker_utils
-from cifar_pipeline.orchestrator.requirements import as_pip_arguments, pinned_requirements
-from cifar_pipeline.step_declarations import PIPELINE_STEPS
+from cifar_pipeline.orchestrator.running.requirement_sets import as_pip_arguments, pinned_requirements
+from cifar_pipeline.step_declarations import PIPELINE_STEPS, PROJECT_DIR
 
 log = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 REQUIREMENTS_DIR = PROJECT_DIR / "requirements"
 STEP_LABEL = "cifar-pipeline.step"
 # The layer every step image shares (requirements/common.txt), below each step's own.
@@ -105,7 +103,7 @@ class StepImages:
 def main(argv: list[str] | None = None) -> None:
     """`make images`: build every step image and point `cifar-pipeline-<step>:latest` at it."""
     from cifar_pipeline.cli import configure_logging
-    from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
+    from cifar_pipeline.orchestrator.running.wheelhouse import pip_build_args
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--base-image", default="python:3.11-slim")

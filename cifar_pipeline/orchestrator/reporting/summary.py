@@ -14,8 +14,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline.orchestrator.headline import record_headline
-from cifar_pipeline.orchestrator.report import PipelineReport
+from cifar_pipeline.orchestrator.reporting.headline import record_headline
+from cifar_pipeline.orchestrator.reporting.report import PipelineReport
 
 log = logging.getLogger(__name__)
 

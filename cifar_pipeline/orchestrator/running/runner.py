@@ -16,14 +16,14 @@ from docker.errors import NotFound
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline import docker_utils
-from cifar_pipeline.orchestrator import orphans
+from cifar_pipeline.orchestrator.faults import orphans
 from cifar_pipeline.orchestrator.hooks import Resolved
-from cifar_pipeline.orchestrator.images import Environment, StepImages
-from cifar_pipeline.orchestrator.planning import PipelineError
-from cifar_pipeline.orchestrator.report import StepResult
-from cifar_pipeline.orchestrator.requirements import RequirementsError
-from cifar_pipeline.orchestrator.step_container import StepContainers
-from cifar_pipeline.orchestrator.wheelhouse import pip_build_args
+from cifar_pipeline.orchestrator.planning.plan import PipelineError
+from cifar_pipeline.orchestrator.reporting.report import StepResult
+from cifar_pipeline.orchestrator.running.requirement_sets import RequirementsError
+from cifar_pipeline.orchestrator.running.step_containers import StepContainers
+from cifar_pipeline.orchestrator.running.step_images import Environment, StepImages
+from cifar_pipeline.orchestrator.running.wheelhouse import pip_build_args
 from cifar_pipeline.step_declarations import StepDeclaration
 
 log = logging.getLogger(__name__)

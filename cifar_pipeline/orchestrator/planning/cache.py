@@ -43,7 +43,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.code_trace import PROJECT_DIR, changed_entries, file_sha256
-from cifar_pipeline.orchestrator.images import Environment
+from cifar_pipeline.orchestrator.running.step_images import Environment
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
 from cifar_pipeline.tracking import (
     CODE_TRACE_ARTIFACT,

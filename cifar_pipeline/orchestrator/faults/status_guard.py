@@ -7,7 +7,7 @@ overwrites the KILLED that the pipeline set. The pipeline cannot outlive the CLI
 so a small detached process waits for the CLI to exit, then puts KILLED back with the
 original end time, and exits (within a second of the CLI).
 
-    python -m cifar_pipeline.orchestrator.status_guard <run id> <CLI pid>
+    python -m cifar_pipeline.orchestrator.faults.status_guard <run id> <CLI pid>
 """
 
 from __future__ import annotations

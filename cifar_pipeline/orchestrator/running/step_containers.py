@@ -29,10 +29,10 @@ from mlflow.tracking import MlflowClient
 from cifar_pipeline import docker_utils
 from cifar_pipeline.cancellation import Cancelled
 from cifar_pipeline.local_store import is_local_store
-from cifar_pipeline.orchestrator import orphans
-from cifar_pipeline.orchestrator.containers import DockerArgs, step_docker_args
-from cifar_pipeline.orchestrator.report import StepResult
-from cifar_pipeline.orchestrator.tracking_server import LocalTrackingServer
+from cifar_pipeline.orchestrator.faults import orphans
+from cifar_pipeline.orchestrator.reporting.report import StepResult
+from cifar_pipeline.orchestrator.running.docker_args import DockerArgs, step_docker_args
+from cifar_pipeline.orchestrator.running.tracking_server import LocalTrackingServer
 from cifar_pipeline.step_declarations import StepDeclaration
 from cifar_pipeline.tracking import KILLED
 

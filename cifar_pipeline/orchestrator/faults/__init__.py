@@ -1,0 +1,1 @@
+"""Fault handling: what dead orchestrators left running, and a cancelled run kept KILLED."""
