@@ -29,6 +29,7 @@ import docker
 from mlflow.tracking import MlflowClient
 
 from bench.edit_rerun import COPY_IGNORE, MLFLOW, ROOT
+from cifar_pipeline import names
 from cifar_pipeline.orchestrator.experiment import project_experiment_id
 
 TIMEOUT = 900.0
@@ -103,8 +104,7 @@ def main() -> None:
             f"  last step container gone after   {gone:6.1f} s",
         ]
         report += [
-            f"  {r.data.tags.get('pipeline.step', '?'):<10} run {r.info.run_id}  {r.info.status}"
-            for r in runs
+            f"  {r.data.tags.get(names.STEP_TAG, '?'):<10} run {r.info.run_id}  {r.info.status}" for r in runs
         ]
         sys.stdout.write("\n".join(report) + "\n")
 

@@ -46,7 +46,7 @@ import numpy as np
 import requests
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import docker_utils
+from cifar_pipeline import docker_utils, names
 from cifar_pipeline.processes import free_port, stop_process_group
 from cifar_pipeline.promotion.registry import logged_model_uri
 from cifar_pipeline.serving.app import available_cpus, load_model
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     client = MlflowClient()
     build_run_id = args.build_run_id or latest_build_run(client)
     build = client.get_run(build_run_id)
-    image = build.data.tags["image.tag"]
+    image = build.data.tags[names.IMAGE_REF_TAG]
     model_run_id = build.data.tags["pipeline.upstream.model_run_id"]
     model_uri = logged_model_uri(client, model_run_id)
     log.info("build run %s: image %s, model %s", build_run_id, image, model_uri)

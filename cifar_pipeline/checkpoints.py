@@ -15,10 +15,11 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import names
 from cifar_pipeline.tracking import CHECKPOINT, STEP_TAG, TRAIN, download, lineage
 from cifar_pipeline.training import Checkpoint, TrainConfig, config_differences
 
-RESUMED_TAG = "train.resumed_from"
+RESUMED_TAG = names.RESUMED_FROM_TAG
 
 
 class ResumeError(ValueError):
@@ -43,7 +44,7 @@ def load_resume(run_id: str, work_dir: Path) -> tuple[Checkpoint, str]:
         raise ResumeError(f"resume_run_id={run_id!r}: no such run") from exc
     if run.data.tags.get(STEP_TAG) != TRAIN:
         raise ResumeError(f"resume_run_id={run_id!r}: not a train run")
-    if run.info.status == "FINISHED":
+    if run.info.status == names.FINISHED:
         raise ResumeError(f"resume_run_id={run_id!r}: already FINISHED; nothing to continue")
     try:
         local = download(run_id, CHECKPOINT, work_dir / "resume")

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cifar_pipeline import names
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 STEPS_DIR = PROJECT_DIR / "steps"
 
@@ -143,7 +145,7 @@ PIPELINE_STEPS = StepGraph(
     (
         StepDeclaration(
             name="fetch",
-            produces=Output("data_run_id", "data", "data.digest"),
+            produces=Output("data_run_id", "data", names.DATA_DIGEST_TAG),
             required_artifacts=(
                 "data/manifest.json",
                 "data/train_images.npy",
@@ -155,7 +157,10 @@ PIPELINE_STEPS = StepGraph(
             local_path_params=("data_url",),
             headline=Headline(
                 numeric_params={"num_train": "data.train_images", "num_test": "data.test_images"},
-                tags={"data.digest": "data.digest", "validation.status": "data.validation"},
+                tags={
+                    names.DATA_DIGEST_TAG: names.DATA_DIGEST_TAG,
+                    names.VALIDATION_STATUS_TAG: "data.validation",
+                },
             ),
             # its validation reference is a key input (the reference's data digest)
             unkeyed_params=("reference_run_id",),
@@ -164,7 +169,7 @@ PIPELINE_STEPS = StepGraph(
         StepDeclaration(
             name="train",
             consumes="data_run_id",
-            produces=Output("model_run_id", "model", "model.digest"),
+            produces=Output("model_run_id", "model", names.MODEL_DIGEST_TAG),
             required_artifacts=("onnx/model.onnx", "onnx/metadata.json", "reference/predictions.npz"),
             config_groups=("model", "optim", "train"),
             config_keys=("seed",),
@@ -174,20 +179,25 @@ PIPELINE_STEPS = StepGraph(
                     "final_test_accuracy": "train.test_accuracy",
                     "final_test_accuracy_flip_tta": "train.test_accuracy_flip_tta",
                 },
-                tags={"model.digest": "model.digest", "quality_gate": "model.quality_gate"},
+                tags={
+                    names.MODEL_DIGEST_TAG: names.MODEL_DIGEST_TAG,
+                    names.QUALITY_GATE_TAG: "model.quality_gate",
+                },
             ),
             unkeyed_params=("resume_run_id",),
-            continue_from="checkpoints/last.pt",
+            continue_from=names.CHECKPOINT_ARTIFACT,
             hooks="cifar_pipeline.orchestrator.hooks.train:TrainHooks",
         ),
         StepDeclaration(
             name="build",
             consumes="model_run_id",
-            produces=Output("image_run_id", "image", "image.id"),
+            produces=Output("image_run_id", "image", names.IMAGE_ID_TAG),
             required_artifacts=("image/image.json",),
             config_groups=("serve",),
             resources=Resources(docker_socket=True),
-            headline=Headline(metrics={"image_size_mb": "image.size_mb"}, tags={"image.tag": "image.tag"}),
+            headline=Headline(
+                metrics={"image_size_mb": "image.size_mb"}, tags={names.IMAGE_REF_TAG: names.IMAGE_REF_TAG}
+            ),
             extra_requirements=("serve",),
             hooks="cifar_pipeline.orchestrator.hooks.build:BuildHooks",
         ),
@@ -207,7 +217,7 @@ PIPELINE_STEPS = StepGraph(
                     "c1_latency_p99_ms": "served.latency_p99_ms",
                     "c8_requests_per_second": "served.requests_per_second_c8",
                 },
-                tags={"systemtest.passed": "served.passed"},
+                tags={names.SYSTEMTEST_PASSED_TAG: "served.passed"},
             ),
         ),
         StepDeclaration(
@@ -217,7 +227,10 @@ PIPELINE_STEPS = StepGraph(
             config_groups=("promote",),
             headline=Headline(
                 metrics={"promoted": "promoted", "accuracy_difference": "promotion.accuracy_difference"},
-                tags={"promotion.outcome": "promotion.outcome", "registered_version": "promotion.version"},
+                tags={
+                    names.OUTCOME_TAG: names.OUTCOME_TAG,
+                    names.REGISTERED_VERSION_TAG: "promotion.version",
+                },
             ),
             # the candidate the system test passed: its model, data and image
             key_inputs=("model_run_id", "data_run_id", "image_run_id"),

@@ -14,26 +14,26 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import code_trace
+from cifar_pipeline import code_trace, names
 from cifar_pipeline.cancellation import Cancelled, cancellable
+from cifar_pipeline.names import KILLED, upstream_tag
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepGraph
 
 log = logging.getLogger(__name__)
 
-STEP_TAG = "pipeline.step"
-UPSTREAM_PREFIX = "pipeline.upstream."
-PIPELINE_TAG = "pipeline.name"
+STEP_TAG = names.STEP_TAG
+UPSTREAM_PREFIX = names.UPSTREAM_PREFIX
+PIPELINE_TAG = names.PIPELINE_TAG
 PIPELINE_NAME = "cifar-pipeline"
-QUALITY_GATE_TAG = "quality_gate"  # "passed" / "failed" on train runs
+QUALITY_GATE_TAG = names.QUALITY_GATE_TAG  # "passed" / "failed" on train runs
 # a train run's latest checkpoint, replaced every epoch
 CHECKPOINT = PIPELINE_STEPS["train"].continue_from
 # The project files a step run loaded, with their digests: its code identity (code_trace.py).
-CODE_TRACE_ARTIFACT = "step_code.json"
-KILLED = RunStatus.to_string(RunStatus.KILLED)
+CODE_TRACE_ARTIFACT = names.CODE_TRACE_ARTIFACT
 
 # A step's own code names its step by these; the orchestrator reads the declarations only.
 FETCH, TRAIN, BUILD, SYSTEMTEST, PROMOTE = "fetch", "train", "build", "systemtest", "promote"
@@ -49,10 +49,6 @@ PRODUCES = {d.name: d.produces.param for d in PIPELINE_STEPS if d.produces}
 
 class UpstreamError(ValueError):
     """A run ID handed to a step cannot be used as its input."""
-
-
-def upstream_tag(param: str) -> str:
-    return UPSTREAM_PREFIX + param
 
 
 def require_step_run(
@@ -78,7 +74,7 @@ def require_step_run(
     actual_step = run.data.tags.get(STEP_TAG)
     if actual_step != step:
         raise UpstreamError(f"{label}: is a run of step {actual_step or '(none)'!r}, expected a {step!r} run")
-    if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
+    if run.info.status != names.FINISHED:
         raise UpstreamError(f"{label}: {step} run has status {run.info.status}, expected FINISHED")
     missing = [path for path in declaration.required_artifacts if not _artifact_exists(client, run_id, path)]
     if missing:

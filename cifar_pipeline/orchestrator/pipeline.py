@@ -19,15 +19,15 @@ from urllib.parse import urlparse
 
 import mlflow
 import requests
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from cifar_pipeline import docker_utils
+from cifar_pipeline import docker_utils, names
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.code_trace import CodeIdentityError
 from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered
+from cifar_pipeline.names import FAILED, FINISHED
 from cifar_pipeline.orchestrator.faults import orphans
 from cifar_pipeline.orchestrator.faults.status_guard import guard_killed_run
 from cifar_pipeline.orchestrator.hooks import HookContext, StepHooks, load_hooks
@@ -59,9 +59,7 @@ from cifar_pipeline.tracking import KILLED, PIPELINE_NAME, PIPELINE_TAG, STEP_TA
 
 log = logging.getLogger(__name__)
 
-FINISHED = RunStatus.to_string(RunStatus.FINISHED)
-FAILED = RunStatus.to_string(RunStatus.FAILED)
-ERROR_TAG = "pipeline.error"
+ERROR_TAG = names.ERROR_TAG
 # What stops a pipeline with a message (exit 1); anything else is a bug, re-raised.
 EXPECTED_FAILURES = (
     PipelineError,
@@ -309,7 +307,7 @@ def _run_in(run_id: str, cfg: DictConfig, point_tags: dict[str, str], built: lis
     client = MlflowClient()
     client.update_run(run_id, name=pipeline_run_name(cfg, point_tags.get(POINT_TAG, "")))
     resolved = as_dict(cfg)
-    mlflow.log_dict(resolved, "config.yaml")
+    mlflow.log_dict(resolved, names.CONFIG_ARTIFACT)
     mlflow.log_params(flatten(resolved))
     pipeline = Pipeline(cfg, DockerStepRunner(client, cfg.docker), client)
     built.append(pipeline)

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from cifar_pipeline import names
 from cifar_pipeline.local_store import absolute_tracking_uri, ensure_registered, is_local_store
 from cifar_pipeline.orchestrator.experiment import PROJECT_NAME, project_experiment_id
 from cifar_pipeline.orchestrator.planning.plan import PipelineError, local_data_path
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PipelineError, TrackingServerError, MlflowException, yaml.YAMLError) as exc:
         sys.stderr.write(f"error: step {args.step}: {exc}\n")
         return 2
-    return 0 if status == "FINISHED" else 1
+    return 0 if status == names.FINISHED else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from hydra.utils import get_original_cwd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_pipeline import names
 from cifar_pipeline.cancellation import Cancelled, cancellable
 from cifar_pipeline.orchestrator.faults.status_guard import guard_killed_run
 from cifar_pipeline.tracking import PIPELINE_NAME, PIPELINE_TAG, STEP_TAG
@@ -36,7 +37,7 @@ from cifar_pipeline.tracking import PIPELINE_NAME, PIPELINE_TAG, STEP_TAG
 log = logging.getLogger(__name__)
 
 SWEEP_TAG_VALUE = "sweep"
-POINT_TAG = "pipeline.sweep_point"
+POINT_TAG = names.SWEEP_POINT_TAG
 # A point run in a process of its own: the sweep run it nests under, and its label.
 PARENT_RUN_ENV = "PIPELINE_SWEEP_RUN_ID"
 POINT_ENV = "PIPELINE_SWEEP_POINT"
@@ -150,7 +151,7 @@ def _collect(point: tuple[str, subprocess.Popen[bytes]]) -> None:
 
 
 def point_status(exit_code: int) -> str:
-    return "FINISHED" if exit_code == 0 else "KILLED" if exit_code > 128 else "FAILED"
+    return names.FINISHED if exit_code == 0 else names.KILLED if exit_code > 128 else names.FAILED
 
 
 def finish() -> int:

@@ -14,6 +14,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import names
 from cifar_pipeline.checksums import file_digest
 from cifar_pipeline.onnx_inference import onnx_logits
 from cifar_pipeline.tracking import FETCH, UpstreamError, download, lineage, require_step_run
@@ -60,7 +61,7 @@ def load_served_model(
     if not run_id:
         raise ModelUnavailable(f"{label}: it records no source run to load its model from")
     try:
-        recorded = client.get_run(run_id).data.tags.get("model.digest", "")
+        recorded = client.get_run(run_id).data.tags.get(names.MODEL_DIGEST_TAG, "")
         folder = download(run_id, "onnx", work_dir / run_id)
     except (MlflowException, OSError) as exc:
         raise ModelUnavailable(f"{label}: the artifacts of its run {run_id} cannot be read: {exc}") from exc
@@ -112,14 +113,14 @@ def why_not_comparable(
         data_run = require_step_run(data_run_id, FETCH, client)
     except UpstreamError as exc:
         return f"{champion.label}'s training data cannot be read ({exc}), so it may have seen the test images"
-    if data_run.data.tags.get("data.digest") == candidate_data_digest:
+    if data_run.data.tags.get(names.DATA_DIGEST_TAG) == candidate_data_digest:
         return ""
     train_images = np.load(download(data_run_id, "data/train_images.npy", work_dir / "champion-data"))
     seen = seen_in_training(test_images, train_images)
     if seen:
         return (
             f"{champion.label} was trained on {seen} of the candidate's {len(test_images)} test images "
-            f"(its data {data_run.data.tags.get('data.digest', '?')[:19]}, the candidate's "
+            f"(its data {data_run.data.tags.get(names.DATA_DIGEST_TAG, '?')[:19]}, the candidate's "
             f"{candidate_data_digest[:19]})"
         )
     return ""

@@ -19,18 +19,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import names
+
 log = logging.getLogger(__name__)
 
 # Version tags other runs (and people) read.
-OUTCOME_TAG = "promotion.outcome"
-REASON_TAG = "promotion.reason"
-DECIDED_BY_TAG = "promotion.run_id"  # the promote run that decided
-COMPARED_WITH_TAG = "promotion.compared_with"  # the champion version it was compared with
-ROLLED_BACK_TAG = "promotion.rolled_back"  # when a rollback took the alias away from it
+OUTCOME_TAG = names.OUTCOME_TAG
+REASON_TAG = names.REASON_TAG
+DECIDED_BY_TAG = names.DECIDED_BY_TAG  # the promote run that decided
+COMPARED_WITH_TAG = names.COMPARED_WITH_TAG  # the champion version it was compared with
+ROLLED_BACK_TAG = names.ROLLED_BACK_TAG  # when a rollback took the alias away from it
 # On the promote run: the champion the registry has after it (Champion.identity, or NO_CHAMPION).
-CHAMPION_AFTER_TAG = "promotion.champion_after"
-MODEL_DIGEST_TAG = "model.digest"
-DATA_DIGEST_TAG = "data.digest"
+CHAMPION_AFTER_TAG = names.CHAMPION_AFTER_TAG
+MODEL_DIGEST_TAG = names.MODEL_DIGEST_TAG
+DATA_DIGEST_TAG = names.DATA_DIGEST_TAG
 IMAGE_TAG = "image"
 NO_CHAMPION = "none"  # the alias names no version (a parameter, a tag and a key input say so)
 LOGGED_MODEL_NAME = "model"  # the train step's ONNX model (mlflow.onnx.log_model(name=...))

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import names
 from cifar_pipeline.tracking import FETCH, UpstreamError, require_step_run
 from cifar_pipeline.validation.artifacts import FOLDER, SCHEMA, STATISTICS
 
@@ -37,7 +38,7 @@ def require_reference(run_id: str, client: MlflowClient, setting: str = "referen
             f"{label}: fetch run has no {FOLDER}/{STATISTICS} (fetched before data validation "
             "existed); give another reference or none"
         )
-    return {"run_id": run_id, "data_digest": run.data.tags.get("data.digest", "")}
+    return {"run_id": run_id, "data_digest": run.data.tags.get(names.DATA_DIGEST_TAG, "")}
 
 
 @dataclass(frozen=True)

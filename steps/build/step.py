@@ -24,7 +24,7 @@ import mlflow
 from docker import DockerClient
 from docker.models.images import Image
 
-from cifar_pipeline import docker_utils
+from cifar_pipeline import docker_utils, names
 from cifar_pipeline.cli import run_main
 from cifar_pipeline.image_build import assemble_context
 from cifar_pipeline.tracking import BUILD, TRAIN, download, lineage, require_step_run, step_run
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         info: dict[str, Any] = {"tag": tag, "image_id": image.id, "size_bytes": size, "labels": labels}
         if args.registry:
             info["pushed"] = push(client, image, f"{args.registry.rstrip('/')}/{args.image_repo}", version)
-        mlflow.set_tags({"image.tag": tag, "image.id": image.id})
+        mlflow.set_tags({names.IMAGE_REF_TAG: tag, names.IMAGE_ID_TAG: image.id})
         if args.registry:
             mlflow.set_tag("image.pushed", info["pushed"])
         mlflow.log_params({"image_tag": tag, "base_image": args.base_image})

@@ -21,7 +21,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import data_plots
+from cifar_pipeline import data_plots, names
 from cifar_pipeline.cli import parse_bool, parse_int, run_main
 from cifar_pipeline.dataset import Dataset, read_dataset, write_dataset
 from cifar_pipeline.mlflow_datasets import CONTEXTS, SPLITS, split_dataset
@@ -35,8 +35,8 @@ from cifar_pipeline.validation.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INPUT_KEY_TAG = "data.input_key"
-REUSED_TAG = "data.reused_from"
+INPUT_KEY_TAG = names.DATA_INPUT_KEY_TAG
+REUSED_TAG = names.DATA_REUSED_FROM_TAG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +125,7 @@ def log_dataset(dataset: Dataset, source_name: str) -> None:
     mlflow.set_tags(
         {
             "data.source": source_name,
-            "data.digest": manifest["digest"],
+            names.DATA_DIGEST_TAG: manifest["digest"],
             "data.input_digest": manifest["source"]["input_digest"],
             INPUT_KEY_TAG: manifest["source"]["input_key"],
         }

@@ -23,6 +23,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import names
 from cifar_pipeline.cli import parse_bool, run_main
 from cifar_pipeline.dataset import read_dataset
 from cifar_pipeline.promotion import registry
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.previous_alias!r}: expected a model name and two different aliases"
         )
     systest_run = require_step_run(args.systemtest_run_id, SYSTEMTEST)
-    if systest_run.data.tags.get("systemtest.passed") != "true":
+    if systest_run.data.tags.get(names.SYSTEMTEST_PASSED_TAG) != "true":
         raise UpstreamError(
             f"systemtest_run_id={args.systemtest_run_id!r}: the image did not pass its system test"
         )
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     client = MlflowClient()
     with step_run(PROMOTE, upstream) as run, tempfile.TemporaryDirectory(prefix="promote-") as work:
         model_run_id, data_run_id = upstream["model_run_id"], upstream["data_run_id"]
-        data_digest = client.get_run(data_run_id).data.tags.get("data.digest", f"run:{data_run_id}")
+        data_digest = client.get_run(data_run_id).data.tags.get(names.DATA_DIGEST_TAG, f"run:{data_run_id}")
         candidate = load_served_model(
             client, model_run_id, f"candidate (train run {model_run_id})", Path(work)
         )
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         version = record(client, args, verdict, candidate, current, {
             registry.DECIDED_BY_TAG: run.info.run_id,
             registry.COMPARED_WITH_TAG: current.version if current and comparison else "",
-            registry.IMAGE_TAG: client.get_run(upstream["image_run_id"]).data.tags.get("image.tag", ""),
+            registry.IMAGE_TAG: client.get_run(upstream["image_run_id"]).data.tags.get(
+                names.IMAGE_REF_TAG, ""),
             registry.DATA_DIGEST_TAG: data_digest,
             "systemtest.run_id": args.systemtest_run_id,
         })  # fmt: skip
@@ -225,8 +227,8 @@ def main(argv: list[str] | None = None) -> None:
             "champion_after": after.version if after else None,
         }
         mlflow.set_tags({
-            "registered_model": args.registered_model,
-            "registered_version": version,
+            names.REGISTERED_MODEL_TAG: args.registered_model,
+            names.REGISTERED_VERSION_TAG: version,
             registry.CHAMPION_AFTER_TAG: after.identity if after else registry.NO_CHAMPION,
         })  # fmt: skip
         log_decision(verdict, report, comparison, version)

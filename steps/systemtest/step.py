@@ -27,7 +27,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import docker_utils, probes
+from cifar_pipeline import docker_utils, names, probes
 from cifar_pipeline.cli import parse_int, run_main
 from cifar_pipeline.dataset import read_dataset
 from cifar_pipeline.tracking import (
@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_dict({**report, "failures": failures}, "systemtest/report.json")
         mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, float)})
         log.info("system test: %s", json.dumps(report))
-        mlflow.set_tag("systemtest.passed", str(not failures).lower())
+        mlflow.set_tag(names.SYSTEMTEST_PASSED_TAG, str(not failures).lower())
         if failures:
             raise SystemTestFailed("the image failed its system test: " + "; ".join(failures))
-        MlflowClient().set_tag(model_run_id, "model.blessed", "true")
+        MlflowClient().set_tag(model_run_id, names.BLESSED_TAG, "true")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import cifar_pipeline
-from cifar_pipeline import evaluation
+from cifar_pipeline import evaluation, names
 from cifar_pipeline.checkpoints import (
     RESUMED_TAG,
     ResumeError,
@@ -189,7 +189,7 @@ def quality_gate(accuracy: float, min_accuracy: float) -> None:
         {QUALITY_GATE_TAG: "passed" if passed else "failed", "quality_gate.min_accuracy": min_accuracy}
     )
     if not passed:
-        mlflow.set_tag("model.blessed", "false")
+        mlflow.set_tag(names.BLESSED_TAG, "false")
         log.warning(
             "quality gate failed: test accuracy %.4f < min_accuracy %.4f; not blessed", accuracy, min_accuracy
         )
@@ -218,7 +218,7 @@ def read_inputs(args: argparse.Namespace, config: TrainConfig, work_dir: Path) -
     require_step_run(data_run_id, FETCH)
     dataset = read_dataset(download(data_run_id, "data", work_dir))
     data_identity = {
-        "data.digest": dataset.manifest.get("digest", ""),
+        names.DATA_DIGEST_TAG: dataset.manifest.get("digest", ""),
         "class_names": dataset.class_names,
         "architecture": architecture_name(config.arch, config.batch_norm),
     }
@@ -269,7 +269,7 @@ def train_and_log(args: argparse.Namespace, config: TrainConfig, device: torch.d
         config, dataset = inputs.config, inputs.dataset
         mlflow.set_tag(upstream_tag("data_run_id"), inputs.data_run_id)
         # filter train runs by data version
-        mlflow.set_tag("data.digest", inputs.data_identity["data.digest"])
+        mlflow.set_tag(names.DATA_DIGEST_TAG, inputs.data_identity[names.DATA_DIGEST_TAG])
         if inputs.resume_from is not None:
             epoch = inputs.resume_from["epoch"]
             mlflow.set_tags({RESUMED_TAG: args.resume_run_id, "train.resumed_after_epoch": epoch})
@@ -353,7 +353,7 @@ def export_and_log(
     np.savez(reference_dir / "predictions.npz", indices=indices, logits=reference)
 
     # The model's content digest: the build step's cache key uses it, not this run's ID.
-    mlflow.set_tag("model.digest", "sha256:" + file_digest(onnx_path))
+    mlflow.set_tag(names.MODEL_DIGEST_TAG, "sha256:" + file_digest(onnx_path))
     mlflow.log_artifacts(str(onnx_path.parent), "onnx")
     mlflow.log_artifacts(str(reference_dir), "reference")
     signature = infer_signature(reference_images[:2], reference[:2])

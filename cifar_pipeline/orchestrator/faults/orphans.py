@@ -21,11 +21,11 @@ from pathlib import Path
 
 import docker
 from docker.models.containers import Container
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import docker_utils
+from cifar_pipeline import docker_utils, names
+from cifar_pipeline.names import FINISHED, RUNNING
 from cifar_pipeline.processes import process_exists, process_start_time
 from cifar_pipeline.tracking import KILLED, STEP_TAG
 
@@ -35,14 +35,12 @@ STEP_LABEL = "cifar-pipeline.step"
 OWNER_LABEL = "cifar-pipeline.orchestrator"  # host/pid/start time of the orchestrator process
 PIPELINE_RUN_LABEL = "cifar-pipeline.pipeline-run"
 TRACKING_URI_LABEL = "cifar-pipeline.tracking-uri"
-OWNER_TAG = "pipeline.orchestrator"  # the same on the pipeline run
+OWNER_TAG = names.OWNER_TAG  # the same on the pipeline run
 # On a step run: the `mlflow run` process that MLflow starts to watch the container (in a
 # session of its own). It outlives a killed orchestrator, and once the container is gone
 # it marks the run FAILED whatever its status, so it is ended first.
-LAUNCHER_TAG = "pipeline.step_launcher"
-KILLED_REASON_TAG = "pipeline.killed"
-RUNNING = RunStatus.to_string(RunStatus.RUNNING)
-FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+LAUNCHER_TAG = names.LAUNCHER_TAG
+KILLED_REASON_TAG = names.KILLED_REASON_TAG
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from cifar_pipeline import names
 from cifar_pipeline.orchestrator.hooks import Resolved, StepHooks
 from cifar_pipeline.orchestrator.hooks.promote import planned_champion
 from cifar_pipeline.orchestrator.planning.cache import StepKey
@@ -60,7 +61,7 @@ def reference(client: MlflowClient, cfg: DictConfig, champion: Champion | None) 
         return Reference.none("no reference (validation.reference=none)")
     if chosen != CHAMPION:
         try:
-            identity = require_reference(chosen, client, "validation.reference")
+            identity = require_reference(chosen, client, names.VALIDATION_REFERENCE_TAG)
         except UnusableReference as exc:
             raise PipelineError(str(exc)) from None
         return Reference(chosen, identity["data_digest"] or f"run:{chosen}", f"fetch run {chosen}")
@@ -78,7 +79,7 @@ def reference(client: MlflowClient, cfg: DictConfig, champion: Champion | None) 
 def key_after(key: StepKey | None, fetch_run: Run) -> StepKey | None:
     """A fetch run validated without a reference also stands for validation against its own
     data: every drift is 0 and the schema the same, so each check gives the same verdict."""
-    digest = fetch_run.data.tags.get("data.digest", "")
+    digest = fetch_run.data.tags.get(names.DATA_DIGEST_TAG, "")
     if key is None or key.inputs.get(KEY_INPUT) != NONE or not digest:
         return None
     return key.with_input(KEY_INPUT, digest)
@@ -163,7 +164,9 @@ class FetchHooks(StepHooks):
             return
         fetch_run = self.ctx.client.get_run(result.run_id)
         if lines := summary_lines(fetch_run, self.reference):
-            self.ctx.report.verdicts["validation"] = Verdict("data validation", lines, "pipeline.validation")
+            self.ctx.report.verdicts["validation"] = Verdict(
+                "data validation", lines, names.VALIDATION_VERDICT_TAG
+            )
         if why := refusal(fetch_run):
             raise PipelineError(why)
 

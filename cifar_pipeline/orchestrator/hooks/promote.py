@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from cifar_pipeline import names
 from cifar_pipeline.orchestrator.hooks import HookContext, Resolved, StepHooks
 from cifar_pipeline.orchestrator.planning.cache import StepKey
 from cifar_pipeline.orchestrator.planning.plan import PipelineError
@@ -81,7 +82,7 @@ def summary_line(client: MlflowClient, promote_run_id: str) -> str:
     """ "promoted: cifar-classifier version 4 is @champion (candidate 0.94 vs champion 0.93 ...)"."""
     tags = client.get_run(promote_run_id).data.tags
     outcome = tags.get(registry.OUTCOME_TAG, "")
-    name, version = tags.get("registered_model", ""), tags.get("registered_version", "")
+    name, version = tags.get(names.REGISTERED_MODEL_TAG, ""), tags.get(names.REGISTERED_VERSION_TAG, "")
     verdict = {PROMOTED: "promoted", FORCED: "promoted", ALREADY_CHAMPION: "unchanged"}.get(
         outcome, "not promoted"
     )
@@ -102,7 +103,9 @@ def planned_champion(ctx: HookContext) -> registry.Champion | None:
 class PromoteHooks(StepHooks):
     def check(self, planned: list[str]) -> str:
         if not check_settings(self.ctx.cfg.promote):
-            self.ctx.report.verdicts["promotion"] = Verdict("promotion", [OFF], "pipeline.promotion", True)
+            self.ctx.report.verdicts["promotion"] = Verdict(
+                "promotion", [OFF], names.PROMOTION_VERDICT_TAG, True
+            )
             return OFF
         if self.declaration.name in planned:
             planned_champion(self.ctx)  # a broken champion stops the pipeline before training
@@ -115,17 +118,22 @@ class PromoteHooks(StepHooks):
         return Resolved(params, inputs)
 
     def after(self, result: StepResult, goes_on: bool) -> None:
-        if result.status not in ("FINISHED", "REUSED"):
+        if result.status not in (names.FINISHED, "REUSED"):
             return
         line = summary_line(self.ctx.client, result.run_id)
         log.info("promotion: %s", line)
-        self.ctx.report.verdicts["promotion"] = Verdict("promotion", [line], "pipeline.promotion", True)
+        self.ctx.report.verdicts["promotion"] = Verdict(
+            "promotion", [line], names.PROMOTION_VERDICT_TAG, True
+        )
 
     def key_after(self, key: StepKey, run: Run) -> StepKey | None:
         return key_after(key, run)
 
     def output_gone(self, run: Run) -> str:
-        name, version = run.data.tags.get("registered_model", ""), run.data.tags.get("registered_version", "")
+        name, version = (
+            run.data.tags.get(names.REGISTERED_MODEL_TAG, ""),
+            run.data.tags.get(names.REGISTERED_VERSION_TAG, ""),
+        )
         try:
             self.ctx.client.get_model_version(name, version)
         except MlflowException:

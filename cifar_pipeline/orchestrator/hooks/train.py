@@ -4,6 +4,7 @@ build with a model below `train.min_accuracy`."""
 
 from __future__ import annotations
 
+from cifar_pipeline import names
 from cifar_pipeline.orchestrator.hooks import Resolved, StepHooks
 from cifar_pipeline.orchestrator.planning.plan import PipelineError
 from cifar_pipeline.orchestrator.reporting.report import StepResult
@@ -35,7 +36,7 @@ class TrainHooks(StepHooks):
         return Resolved(gpus=self.gpus)
 
     def after(self, result: StepResult, goes_on: bool) -> None:
-        if not goes_on or result.status not in ("FINISHED", "REUSED"):
+        if not goes_on or result.status not in (names.FINISHED, "REUSED"):
             return
         run = self.ctx.client.get_run(result.run_id)
         if run.data.tags.get(QUALITY_GATE_TAG) == "failed":

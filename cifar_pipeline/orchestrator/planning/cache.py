@@ -42,6 +42,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from cifar_pipeline import names
 from cifar_pipeline.code_trace import PROJECT_DIR, changed_entries, file_sha256
 from cifar_pipeline.orchestrator.running.step_images import Environment
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
@@ -55,12 +56,12 @@ from cifar_pipeline.tracking import (
 
 log = logging.getLogger(__name__)
 
-STEP_KEY_TAG = "pipeline.step_key"
-STEP_KEY_AFTER_TAG = "pipeline.step_key_after"
-STEP_KEY_ARTIFACT = "step_key.json"
+STEP_KEY_TAG = names.STEP_KEY_TAG
+STEP_KEY_AFTER_TAG = names.STEP_KEY_AFTER_TAG
+STEP_KEY_ARTIFACT = names.STEP_KEY_ARTIFACT
 # On the record run the pipeline makes for a reused step (it is not a step run itself).
-REUSED_FROM_TAG = "pipeline.reused_from"
-REUSED_STEP_TAG = "pipeline.reused_step"
+REUSED_FROM_TAG = names.REUSED_FROM_TAG
+REUSED_STEP_TAG = names.REUSED_STEP_TAG
 
 
 @dataclass(frozen=True)

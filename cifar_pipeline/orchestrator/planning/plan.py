@@ -12,18 +12,19 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_pipeline import names
+from cifar_pipeline.names import FINISHED, output_tag
 from cifar_pipeline.step_declarations import PIPELINE_STEPS, StepDeclaration, StepGraph
 from cifar_pipeline.tracking import STEP_TAG, UpstreamError, lineage, require_step_run
 
 log = logging.getLogger(__name__)
 
-FINISHED = RunStatus.to_string(RunStatus.FINISHED)
-UNFINISHED = ("FAILED", "KILLED")
+UNFINISHED = (names.FAILED, names.KILLED)
 
 
 class PipelineError(RuntimeError):
@@ -156,7 +157,7 @@ def resumed_config(cfg: DictConfig, client: MlflowClient) -> DictConfig:
     pipeline_run(client, run_id)
     with tempfile.TemporaryDirectory(prefix="resume-") as work:
         try:
-            earlier = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", work))
+            earlier = OmegaConf.load(client.download_artifacts(run_id, names.CONFIG_ARTIFACT, work))
         except (MlflowException, OSError) as exc:
             raise PipelineError(f"resume={run_id!r}: its config.yaml cannot be read: {exc}") from exc
     merged = OmegaConf.merge(cfg, earlier)
@@ -165,11 +166,6 @@ def resumed_config(cfg: DictConfig, client: MlflowClient) -> DictConfig:
     merged.stop_after = cfg.get("stop_after", "")  # where this invocation stops, not the earlier one
     log.info("resuming pipeline %s with its configuration", run_id)
     return merged
-
-
-def output_tag(param: str) -> str:
-    """The pipeline run's tag recording a step's output, e.g. `pipeline.model_run_id`."""
-    return f"pipeline.{param}"
 
 
 def validate_resume(given: dict[str, str], client: MlflowClient, graph: StepGraph = PIPELINE_STEPS) -> None:

@@ -45,8 +45,11 @@ def headline_values(step: str, run: Run) -> tuple[dict[str, float], dict[str, st
     return metrics, tags
 
 
-def record_headline(client: MlflowClient, pipeline_run_id: str, step: str, step_run_id: str) -> None:
-    """Copy `step`'s headline values from `step_run_id` onto the pipeline run, in one batch."""
+def record_headline(
+    client: MlflowClient, pipeline_run_id: str, step: str, step_run_id: str
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Copy `step`'s headline values from `step_run_id` onto the pipeline run, in one batch;
+    return them."""
     metrics, tags = headline_values(step, client.get_run(step_run_id))
     now = int(time.time() * 1000)
     client.log_batch(
@@ -55,3 +58,4 @@ def record_headline(client: MlflowClient, pipeline_run_id: str, step: str, step_
         tags=[RunTag(name, value) for name, value in tags.items()],
     )
     log.debug("pipeline run %s carries %s's %s", pipeline_run_id, step, sorted(metrics) + sorted(tags))
+    return metrics, tags

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from cifar_pipeline import names
+
 
 @dataclass
 class StepResult:
@@ -33,7 +35,7 @@ class Verdict:
 
 @dataclass
 class PipelineReport:
-    status: str = "RUNNING"
+    status: str = names.RUNNING
     error: str = ""
     results: list[StepResult] = field(default_factory=list)
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # by name, e.g. "promotion"

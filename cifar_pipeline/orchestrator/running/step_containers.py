@@ -22,13 +22,13 @@ from urllib.parse import urlparse
 
 import mlflow
 import yaml
-from mlflow.entities import RunStatus
 from mlflow.projects.submitted_run import LocalSubmittedRun, SubmittedRun
 from mlflow.tracking import MlflowClient
 
-from cifar_pipeline import docker_utils
+from cifar_pipeline import docker_utils, names
 from cifar_pipeline.cancellation import Cancelled
 from cifar_pipeline.local_store import is_local_store
+from cifar_pipeline.names import FAILED, RUNNING
 from cifar_pipeline.orchestrator.faults import orphans
 from cifar_pipeline.orchestrator.reporting.report import StepResult
 from cifar_pipeline.orchestrator.running.docker_args import DockerArgs, step_docker_args
@@ -38,9 +38,7 @@ from cifar_pipeline.tracking import KILLED
 
 log = logging.getLogger(__name__)
 
-FAILED = RunStatus.to_string(RunStatus.FAILED)
-RUNNING = RunStatus.to_string(RunStatus.RUNNING)
-STEP_IMAGE_TAG = "pipeline.step_image"  # on each step run: the exact image it ran
+STEP_IMAGE_TAG = names.STEP_IMAGE_TAG  # on each step run: the exact image it ran
 GIT_SOURCE_TAGS = ("mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.source.git.repoURL")
 
 
