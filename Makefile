@@ -14,7 +14,7 @@ DEMO_EPOCHS ?= 4
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 IMAGE_ENV = PIPELINE_BASE_IMAGE=$$(cat $(STATE)/base-image) PIPELINE_PIP_FIND_LINKS=$$(cat $(STATE)/wheelhouse-url)
 
-.PHONY: setup venv dev-venv engine base-image wheelhouse wheelhouse-server registry images demo test lint ui clean
+.PHONY: setup venv dev-venv engine base-image wheelhouse wheelhouse-server registry images demo test test-fast lint ui clean
 
 setup: venv engine base-image wheelhouse-server
 
@@ -82,6 +82,10 @@ demo:
 test:
 	@$(MAKE) --no-print-directory -j4 setup dev-venv registry
 	$(IMAGE_ENV) PIPELINE_TEST_REGISTRY=$$(cat $(STATE)/registry) pytest
+
+# The unit tests alone (tests/unit): no Docker engine, base image or wheelhouse; about a minute.
+test-fast: dev-venv
+	pytest tests/unit
 
 lint: dev-venv
 	ruff check .

@@ -1,60 +1,26 @@
-"""Shared fixtures: generated CIFAR-format tarballs, a throwaway MLflow store, and a check
-that the suite leaves the user's images and containers alone."""
+"""Fixtures every kind of test uses: a throwaway MLflow store, a generated CIFAR-format tarball,
+and a check that the suite leaves the user's images and containers alone.
+
+Plain helpers are in tests/helpers.py; a fixture that one directory alone needs is in that
+directory's conftest.py: unit/ (fast: no Docker, no servers), integration/ (a Docker engine, real
+servers and processes, whole training runs) and e2e/ (the real `mlflow run .`)."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import docker
 import mlflow
-import numpy as np
 import pytest
 from docker.errors import DockerException
 from mlflow.tracking import MlflowClient
-from PIL import Image
 
 from cifar_pipeline.dataset import Split
-from cifar_pipeline.sources import cifar10
-
-CLASS_NAMES = [f"class{i}" for i in range(10)]
-
-
-def write_cifar_tarball(path: Path, count: int = 120, seed: int = 0) -> tuple[Split, Split]:
-    """A tarball in the official cifar-10-python layout with `count` random images per split."""
-    rng = np.random.default_rng(seed)
-
-    def split() -> Split:
-        return Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count))
-
-    train, test = split(), split()
-    cifar10.write_archive(path, train, test, CLASS_NAMES)
-    return train, test
-
-
-def noise_image(rng: np.random.Generator, size: tuple[int, int], mode: str = "RGB") -> Image.Image:
-    """An image of random pixels: no two alike, none blank, as a data set's photos are."""
-    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], *channels), dtype=np.uint8), mode)
-
-
-def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
-    """Class folders of PNGs of random pixels, of mixed sizes."""
-    rng = np.random.default_rng(seed)
-    for name, count in per_class.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            noise_image(rng, (32 + 3 * i, 30)).save(root / name / f"{i}.png")
-    return root
-
-
-def md5_spec(path: Path) -> str:
-    return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+from tests.helpers import write_cifar_tarball
 
 
 @pytest.fixture
@@ -125,22 +91,3 @@ def users_images_and_containers_untouched() -> Iterator[None]:
     assert not changed, f"the test suite changed or removed images it did not make: {changed}"
     gone = containers_before - containers_after
     assert not gone, f"the test suite removed containers it did not make: {sorted(gone)}"
-
-
-@pytest.fixture(scope="module")
-def served_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """A small exported classifier in a model folder, as the inference image serves it; and the
-    PyTorch model, for the reference logits."""
-    from tests.serving_server import exported_model
-
-    directory = tmp_path_factory.mktemp("model")
-    return directory, exported_model(directory)
-
-
-@pytest.fixture(scope="module")
-def served_url(served_model: tuple[Path, Any]) -> Iterator[str]:
-    """The inference app under uvicorn on a loopback port: its base URL."""
-    from tests.serving_server import serving
-
-    with serving(served_model[0]) as url:
-        yield url
