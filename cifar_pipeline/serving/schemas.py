@@ -2,7 +2,7 @@
 answer with its body, and the content types. Documentation only: the handlers read their
 bodies themselves (off the event loop, see app.py), so nothing here validates a request.
 
-A schema-driven fuzzer (tests/test_openapi_contract.py) holds the server to this document.
+A schema-driven fuzzer (tests/integration/test_openapi_contract.py) holds the server to this document.
 """
 
 from __future__ import annotations
