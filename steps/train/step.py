@@ -108,7 +108,7 @@ HELP = {
 
 def add_flags(parser: argparse.ArgumentParser, settings: type[TrainConfig] | type[Checks]) -> None:
     """One flag per field, with the field's name, type and default: the dataclass is the one
-    place a default is written (tests/test_step_defaults.py holds MLproject and configs/ to it)."""
+    place a default is written (tests/unit/test_step_defaults.py holds MLproject and configs/ to it)."""
     types = get_type_hints(settings)  # field.type is only the annotation's text here
     for field in fields(settings):
         flag = FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
