@@ -28,6 +28,7 @@ def config(*overrides: str) -> DictConfig:
     ("overrides", "point", "name"),
     [
         (["data=digits", "train.epochs=3"], "", "digits vgg11_bn 3 epochs"),
+        (["data=digits", "train.epochs=1"], "", "digits vgg11_bn 1 epoch"),
         (["train.epochs=2.5", "model.arch=vgg16", "model.batch_norm=false"], "", "cifar10 vgg16 2.5 epochs"),
         (["data=digits", "train.epochs=3", "stop_after=train"], "", "digits vgg11_bn 3 epochs · until train"),
         (["data=digits"], "optim.lr=0.05", "digits vgg11_bn 10 epochs · optim.lr=0.05"),

@@ -31,7 +31,8 @@ def pipeline_run_name(cfg: DictConfig, point: str = "") -> str:
     """E.g. `digits vgg11_bn 3 epochs`, `… · until train`, `from model 2ed1a78b`, `… · optim.lr=0.05`."""
     given = [(label, str(cfg.resume.get(key) or "")) for key, label in RESUME_LABELS.items()]
     given = [(label, run_id) for label, run_id in given if run_id]
-    training = f"{model_label(cfg.model)} {float(cfg.train.epochs):g} epochs"
+    epochs = float(cfg.train.epochs)
+    training = f"{model_label(cfg.model)} {epochs:g} epoch{'' if epochs == 1 else 's'}"
     if not given:
         parts = [f"{cfg.data.source} {training}"]
     elif given[0][0] == "resumed":
