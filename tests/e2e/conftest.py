@@ -21,6 +21,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.helpers import (
+    FIRST_RUN_PARAMS,
     TEST_IMAGE_REPO,
     SeenContainer,
     copy_project,
@@ -64,7 +65,7 @@ def first_run_containers() -> list[SeenContainer]:
 @pytest.fixture(scope="package")
 def first_run(project: Path, local_store: MlflowClient, first_run_containers: list[SeenContainer]) -> Run:
     with watching_step_containers() as seen:
-        result = mlflow_run(project, "source=digits", "epochs=3")
+        result = mlflow_run(project, *FIRST_RUN_PARAMS)
     first_run_containers.extend(seen)
     assert result.returncode == 0, result.stderr[-3000:]
     return pipeline_runs(local_store)[0]

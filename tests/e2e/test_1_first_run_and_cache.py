@@ -23,6 +23,7 @@ from cifar_pipeline.orchestrator.planning.cache import REUSED_FROM_TAG
 from cifar_pipeline.orchestrator.running.step_containers import STEP_IMAGE_TAG
 from cifar_pipeline.tracking import CODE_TRACE_ARTIFACT, STEPS, require_step_run
 from tests.e2e.helpers import (
+    FIRST_RUN_PARAMS,
     SeenContainer,
     children,
     copy_project,
@@ -151,7 +152,7 @@ def test_unchanged_rerun_reuses_every_step_and_starts_no_container(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
     since = time.time()
-    result = mlflow_run(project, "source=digits", "epochs=3")
+    result = mlflow_run(project, *FIRST_RUN_PARAMS)
     assert result.returncode == 0, result.stderr[-3000:]
     rerun = pipeline_runs(local_store)[0]
     assert rerun.info.status == "FINISHED"
@@ -173,14 +174,14 @@ def test_changed_parameter_reruns_from_train_and_says_why(
 ) -> None:
     first = local_store.get_model_version_by_alias("cifar-classifier", "champion")
     # forced: whichever model is better, this one becomes the champion (and is rolled back below)
-    result = mlflow_run(project, "source=digits", "epochs=4", "overrides=promote.force=true")
+    result = mlflow_run(project, "source=digits", "epochs=2", "overrides=promote.force=true")
     assert result.returncode == 0, result.stderr[-3000:]
     pipeline = pipeline_runs(local_store)[0]
     steps = summary_steps(local_store, pipeline, tmp_path)
     assert steps["fetch"]["action"] == "reused"
     assert [steps[s]["action"] for s in ("train", "build", "systemtest", "promote")] == ["ran"] * 4
     train_id = children(local_store, first_run)["train"].info.run_id
-    assert steps["train"]["reasons"] == [f"vs run {train_id}: params: epochs 3→4"]
+    assert steps["train"]["reasons"] == [f"vs run {train_id}: params: epochs 1→2"]
     assert "upstream model changed" in steps["build"]["reasons"][0]
     assert "upstream image changed" in steps["systemtest"]["reasons"][0]
     assert "params: force false→true" in steps["promote"]["reasons"][0]
@@ -230,7 +231,7 @@ def rerun_edited(
 ) -> dict[str, dict]:
     """Run the first run's pipeline again with one project file edited; its summary by step."""
     with edited(project / relative, *([addition] if addition is not None else [])):
-        result = mlflow_run(project, "source=digits", "epochs=3")
+        result = mlflow_run(project, *FIRST_RUN_PARAMS)
     assert result.returncode == 0, result.stderr[-3000:]
     return summary_steps(client, pipeline_runs(client)[0], tmp_path)
 
@@ -321,7 +322,8 @@ def test_two_checkouts_with_different_code_run_at_once_each_its_own_code(
     (clones[1] / "cifar_pipeline/probes.py").write_text(
         (clones[1] / "cifar_pipeline/probes.py").read_text() + "\n# clone b's own code\n"
     )
-    running = [start_pipeline(clone, "source=digits", "epochs=1") for clone in clones]
+    # until the system test: the step that shows which code each image holds
+    running = [start_pipeline(clone, *FIRST_RUN_PARAMS, "until=systemtest") for clone in clones]
     outputs = [process.communicate(timeout=1500)[0] for process in running]
     for process, output in zip(running, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
@@ -346,7 +348,7 @@ def test_two_checkouts_with_different_code_run_at_once_each_its_own_code(
 def test_changed_upstream_data_reruns_downstream_and_says_so(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    result = mlflow_run(project, "source=digits", "epochs=3", "overrides=data.test_fraction=0.25")
+    result = mlflow_run(project, *FIRST_RUN_PARAMS, "overrides=data.test_fraction=0.25")
     assert result.returncode == 0, result.stderr[-3000:]
     steps = summary_steps(local_store, pipeline_runs(local_store)[0], tmp_path)
     assert {step: s["action"] for step, s in steps.items()} == dict.fromkeys(STEPS, "ran")

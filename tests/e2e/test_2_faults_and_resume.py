@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_pipeline.orchestrator.faults import orphans
 from tests.e2e.helpers import (
+    FIRST_RUN_PARAMS,
     children,
     leftover_containers,
     mlflow_run,
@@ -36,7 +37,8 @@ def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
     since_ms = int(time.time() * 1000)
-    pipeline = start_pipeline(project, "source=digits", "epochs=5")
+    # two epochs: killed after the first, the resumed run trains the second
+    pipeline = start_pipeline(project, "source=digits", "epochs=2", "overrides=seed=1")
     try:
         killed_train = wait_for_checkpoint(local_store, since_ms)
         [container] = [
@@ -70,7 +72,8 @@ def test_killed_train_container_fails_the_pipeline_and_resume_finishes_it(
     ]
     continued = local_store.get_run(steps["train"]["run_id"])
     assert int(continued.data.tags["train.resumed_after_epoch"]) >= 1
-    assert continued.data.params["epochs"] == "5"  # the failed pipeline's configuration
+    assert continued.data.params["epochs"] == "2"  # the failed pipeline's configuration
+    assert continued.data.params["seed"] == "1"
     assert [steps[s]["action"] for s in ("build", "systemtest", "promote")] == ["ran"] * 3
 
 
@@ -82,12 +85,13 @@ def pipeline_containers(pipeline_run_id: str) -> list[str]:
 
 @contextmanager
 def training_pipeline(
-    project: Path, store: MlflowClient, epochs: int, new_session: bool = False
+    project: Path, store: MlflowClient, epochs: int, seed: int, new_session: bool = False
 ) -> Iterator[tuple[subprocess.Popen[str], Run]]:
     """A digits pipeline in the background, handed over once its train run has checkpointed;
-    killed on the way out, whatever the test did to it."""
+    killed on the way out, whatever the test did to it. Its own seed: a train run of its own."""
     since_ms = int(time.time() * 1000)
-    pipeline = start_pipeline(project, "source=digits", f"epochs={epochs}", new_session=new_session)
+    params = ("source=digits", f"epochs={epochs}", f"overrides=seed={seed}")
+    pipeline = start_pipeline(project, *params, new_session=new_session)
     try:
         yield pipeline, wait_for_checkpoint(store, since_ms)
     finally:
@@ -97,7 +101,7 @@ def training_pipeline(
 def test_ctrl_c_during_training_kills_every_run_and_resume_continues_it(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    with training_pipeline(project, local_store, epochs=5, new_session=True) as (pipeline, train):
+    with training_pipeline(project, local_store, epochs=2, seed=2, new_session=True) as (pipeline, train):
         parent_id = train.data.tags["mlflow.parentRunId"]
         assert pipeline_containers(parent_id)
         signalled = time.monotonic()
@@ -131,7 +135,7 @@ def test_sigterm_to_mlflow_run_alone_stops_the_pipeline_and_its_container(
     project: Path, first_run: Run, local_store: MlflowClient
 ) -> None:
     """What `kill`, a CI cancel or systemd send, to the `mlflow run` process only."""
-    with training_pipeline(project, local_store, epochs=6) as (pipeline, train):
+    with training_pipeline(project, local_store, epochs=6, seed=3) as (pipeline, train):
         parent_id = train.data.tags["mlflow.parentRunId"]
         signalled = time.monotonic()
         pipeline.send_signal(signal.SIGTERM)
@@ -151,7 +155,7 @@ def test_sigterm_to_mlflow_run_alone_stops_the_pipeline_and_its_container(
 def test_a_killed_orchestrators_container_is_ended_by_the_next_pipeline(
     project: Path, first_run: Run, local_store: MlflowClient
 ) -> None:
-    with training_pipeline(project, local_store, epochs=7) as (pipeline, train):
+    with training_pipeline(project, local_store, epochs=7, seed=4) as (pipeline, train):
         [name] = pipeline_containers(train.data.tags["mlflow.parentRunId"])
         owner = orphans.Owner.parse(docker.from_env().containers.get(name).labels[orphans.OWNER_LABEL])
         assert owner is not None
@@ -160,7 +164,7 @@ def test_a_killed_orchestrators_container_is_ended_by_the_next_pipeline(
         pipeline.wait(timeout=60)
     assert docker.from_env().containers.get(name).status == "running"  # orphaned, training on
 
-    result = mlflow_run(project, "source=digits", "epochs=3")  # anything: all reused here
+    result = mlflow_run(project, *FIRST_RUN_PARAMS)  # anything: all reused here
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"ending container {name} (step train" in result.stdout + result.stderr
     assert pipeline_containers(train.data.tags["mlflow.parentRunId"]) == []
@@ -172,7 +176,7 @@ def test_a_killed_orchestrators_container_is_ended_by_the_next_pipeline(
 def test_two_pipelines_started_together_in_one_checkout_both_finish(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    running = [start_pipeline(project, "source=digits", "epochs=3", "rerun=systemtest") for _ in range(2)]
+    running = [start_pipeline(project, *FIRST_RUN_PARAMS, "rerun=systemtest") for _ in range(2)]
     outputs = [process.communicate(timeout=900)[0] for process in running]
     for process, output in zip(running, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]

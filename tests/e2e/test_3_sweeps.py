@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e]
 def test_two_point_sweep_shares_one_fetch_run(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    result = mlflow_run(project, "source=digits", "epochs=1", "overrides=-m optim.lr=0.02,0.05")
+    # until train: the points differ in training only; the parallel sweep below builds and tests them
+    params = ("source=digits", "epochs=1", "until=train", "overrides=-m optim.lr=0.02,0.05")
+    result = mlflow_run(project, *params)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = local_store.search_runs(
         in_project(local_store), f"tags.`{STEP_TAG}` = 'sweep'", order_by=["start_time DESC"]
@@ -42,10 +44,10 @@ def test_two_point_sweep_shares_one_fetch_run(
 def test_a_parallel_sweep_runs_its_points_at_once(
     project: Path, first_run: Run, local_store: MlflowClient, tmp_path: Path
 ) -> None:
-    """The points of the sweep above, each in a process of its own at the same time; each
-    re-runs its system test (a container per point at once), the rest comes from the cache."""
+    """The points of the sweep above, each in a process of its own at the same time: each
+    reuses its training, then builds and tests its model (a container per point at once)."""
     result = mlflow_run(
-        project, "source=digits", "epochs=1", "rerun=systemtest",
+        project, "source=digits", "epochs=1", "until=systemtest",
         "overrides=-m optim.lr=0.02,0.05 sweep.parallel=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -61,6 +63,7 @@ def test_a_parallel_sweep_runs_its_points_at_once(
     first, second = sorted(points, key=lambda p: p.info.start_time)
     assert second.info.start_time < first.info.end_time  # the two ran at the same time
     summaries = [summary_steps(local_store, point, tmp_path / point.info.run_id) for point in points]
-    assert all(s["systemtest"]["action"] == "ran" for s in summaries)
+    assert all(s["train"]["action"] == "reused" for s in summaries)  # the sweep above's
+    assert all(s[step]["action"] == "ran" for s in summaries for step in ("build", "systemtest"))
     assert len({s["systemtest"]["run_id"] for s in summaries}) == 2
     assert leftover_containers() == []
