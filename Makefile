@@ -14,7 +14,7 @@ DEMO_EPOCHS ?= 4
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 IMAGE_ENV = PIPELINE_BASE_IMAGE=$$(cat $(STATE)/base-image) PIPELINE_PIP_FIND_LINKS=$$(cat $(STATE)/wheelhouse-url)
 
-.PHONY: setup venv dev-venv engine base-image wheelhouse wheelhouse-server registry images demo test test-fast lint ui clean
+.PHONY: setup venv dev-venv ray-venv engine base-image wheelhouse wheelhouse-server registry images demo test test-fast lint ui clean
 
 setup: venv engine base-image wheelhouse-server
 
@@ -35,6 +35,13 @@ $(VENV)/.dev: requirements/*.txt | venv
 	$(VENV)/bin/pip install --quiet -r requirements/dev.txt
 	# KServe's client, without the dependencies it declares for its server (see the file)
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements/kserve-client.txt
+	touch $@
+
+# Ray's Jobs API client beside the orchestrator, for `mlflow run <step> --backend ray`
+# (docs/ray.md). The test environment (dev-venv) has it already.
+ray-venv: $(VENV)/.ray
+$(VENV)/.ray: requirements/ray.txt requirements/pins.txt | venv
+	$(VENV)/bin/pip install --quiet -r requirements/ray.txt
 	touch $@
 
 engine:

@@ -64,6 +64,9 @@ STEP_KEY_ARTIFACT = "step_key.json"
 STEP_IMAGE_TAG = "pipeline.step_image"  # the exact image a step run ran
 LAUNCHER_TAG = "pipeline.step_launcher"
 KILLED_REASON_TAG = "pipeline.killed"
+# The Ray project backend's, on a run it submitted as a Ray job.
+RAY_SUBMISSION_TAG = "ray.submission_id"
+RAY_NODE_TAG = "ray.node_id"  # the node the job's entrypoint ran on (Ray's driver_node_id)
 # On the record run the pipeline makes for a reused step (it is not a step run itself).
 REUSED_FROM_TAG = "pipeline.reused_from"
 REUSED_STEP_TAG = "pipeline.reused_step"
