@@ -17,6 +17,7 @@ import mlflow
 import pytest
 import yaml
 from mlflow.exceptions import ExecutionException
+from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobDetails, JobSubmissionClient
 
@@ -68,6 +69,30 @@ def ray_config(cluster: LocalRayCluster, **extra: object) -> dict[str, object]:
     return {"address": cluster.address, "docker_args": {"network": "host"}, **extra}
 
 
+@pytest.fixture(autouse=True)
+def loopback_ray_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in LOOPBACK_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def submit_probe(
+    project: Path,
+    tracking_uri: str,
+    backend_config: dict[str, object],
+    synchronous: bool = False,
+    **params: float,
+) -> SubmittedRun:
+    """The probe as a Ray job through `mlflow.projects.run`, as the pipeline submits a step."""
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.projects.run(
+            str(project), parameters=params, backend="ray", backend_config=backend_config,
+            env_manager="local", synchronous=synchronous,
+        )  # fmt: skip
+    finally:
+        mlflow.set_tracking_uri("")
+
+
 def job_info(cluster: LocalRayCluster, submission_id: str) -> JobDetails:
     return JobSubmissionClient(cluster.address).get_job_info(submission_id)
 
@@ -82,21 +107,10 @@ def mlflow_containers(run_id: str) -> list[str]:
 
 
 def test_the_container_runs_on_the_node_with_the_gpu_and_docker_and_the_run_says_so(
-    cluster: LocalRayCluster,
-    tracking_uri: str,
-    project: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    cluster: LocalRayCluster, tracking_uri: str, project: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        submitted = mlflow.projects.run(
-            str(project), parameters={"seconds": 1}, backend="ray", env_manager="local",
-            backend_config=ray_config(cluster, num_gpus=1, resources={"docker": 1}), synchronous=True,
-        )  # fmt: skip
-    finally:
-        mlflow.set_tracking_uri("")
+    config = ray_config(cluster, num_gpus=1, resources={"docker": 1})
+    submitted = submit_probe(project, tracking_uri, config, synchronous=True, seconds=1)
     client = MlflowClient(tracking_uri)
     run = client.get_run(submitted.run_id)
     assert run.info.status == "FINISHED"
@@ -141,63 +155,40 @@ def test_mlflow_run_cli_submits_with_a_config_file_and_returns(
 
 
 def test_a_failing_container_fails_the_run(
-    cluster: LocalRayCluster, tracking_uri: str, project: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: LocalRayCluster, tracking_uri: str, project: Path
 ) -> None:
-    mlflow.set_tracking_uri(tracking_uri)
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        submitted = mlflow.projects.run(
-            str(project), parameters={"code": 3}, backend="ray", backend_config=ray_config(cluster),
-            env_manager="local", synchronous=False,
-        )  # fmt: skip
-        assert submitted.wait() is False
-        assert submitted.get_status() == "FAILED"
-        assert MlflowClient(tracking_uri).get_run(submitted.run_id).info.status == "FAILED"
-    finally:
-        mlflow.set_tracking_uri("")
+    submitted = submit_probe(project, tracking_uri, ray_config(cluster), code=3)
+    assert submitted.wait() is False
+    assert submitted.get_status() == "FAILED"
+    assert MlflowClient(tracking_uri).get_run(submitted.run_id).info.status == "FAILED"
 
 
 def test_a_cancelled_job_stops_its_container_and_the_run_is_killed(
-    cluster: LocalRayCluster, tracking_uri: str, project: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: LocalRayCluster, tracking_uri: str, project: Path
 ) -> None:
-    mlflow.set_tracking_uri(tracking_uri)
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        submitted = mlflow.projects.run(
-            str(project), parameters={"seconds": 300}, backend="ray",
-            backend_config=ray_config(cluster, stop_grace_seconds=5), env_manager="local", synchronous=False,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while not mlflow_containers(submitted.run_id):
-            assert time.monotonic() < deadline, "the job's container did not start"
-            time.sleep(0.5)
-        started = time.monotonic()
-        submitted.cancel()
-        stopped_in = time.monotonic() - started
-        assert submitted.get_status() == "KILLED"
-        assert MlflowClient(tracking_uri).get_run(submitted.run_id).info.status == "KILLED"
-        assert mlflow_containers(submitted.run_id) == []
-        # `python` ignores nothing: SIGTERM ends it at once, well within the grace period
-        assert stopped_in < 5 + 15, f"took {stopped_in:.0f} s"
-    finally:
-        mlflow.set_tracking_uri("")
+    submitted = submit_probe(project, tracking_uri, ray_config(cluster, stop_grace_seconds=5), seconds=300)
+    deadline = time.monotonic() + 120
+    while not mlflow_containers(submitted.run_id):
+        assert time.monotonic() < deadline, "the job's container did not start"
+        time.sleep(0.5)
+    started = time.monotonic()
+    submitted.cancel()
+    stopped_in = time.monotonic() - started
+    assert submitted.get_status() == "KILLED"
+    assert MlflowClient(tracking_uri).get_run(submitted.run_id).info.status == "KILLED"
+    assert mlflow_containers(submitted.run_id) == []
+    assert stopped_in < 60, f"took {stopped_in:.0f} s"  # not the 300 s the job would have slept
 
 
 def test_an_unreachable_cluster_or_a_local_store_is_refused_before_any_run(
     tracking_uri: str, project: Path, mlflow_store: str
 ) -> None:
+    unreachable = {"address": UNREACHABLE}
     with pytest.raises(ExecutionException, match="needs a tracking server that every node reaches"):
-        mlflow.projects.run(
-            str(project), backend="ray", backend_config={"address": UNREACHABLE}, env_manager="local",
-            synchronous=False,
-        )  # fmt: skip
+        submit_probe(project, mlflow_store, unreachable)
     assert MlflowClient(mlflow_store).search_runs(["0"]) == []
-    mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     before = len(client.search_runs(["0"]))
     with pytest.raises(ExecutionException, match=r"Ray at 'http://127.0.0.1:9' cannot be reached"):
-        mlflow.projects.run(
-            str(project), backend="ray", backend_config={"address": UNREACHABLE}, env_manager="local",
-            synchronous=False,
-        )  # fmt: skip
+        submit_probe(project, tracking_uri, unreachable)
     assert len(client.search_runs(["0"])) == before
