@@ -174,14 +174,14 @@ def test_changed_parameter_reruns_from_train_and_says_why(
 ) -> None:
     first = local_store.get_model_version_by_alias("cifar-classifier", "champion")
     # forced: whichever model is better, this one becomes the champion (and is rolled back below)
-    result = mlflow_run(project, "source=digits", "epochs=2", "overrides=promote.force=true")
+    result = mlflow_run(project, "source=digits", "epochs=3", "overrides=promote.force=true")
     assert result.returncode == 0, result.stderr[-3000:]
     pipeline = pipeline_runs(local_store)[0]
     steps = summary_steps(local_store, pipeline, tmp_path)
     assert steps["fetch"]["action"] == "reused"
     assert [steps[s]["action"] for s in ("train", "build", "systemtest", "promote")] == ["ran"] * 4
     train_id = children(local_store, first_run)["train"].info.run_id
-    assert steps["train"]["reasons"] == [f"vs run {train_id}: params: epochs 1→2"]
+    assert steps["train"]["reasons"] == [f"vs run {train_id}: params: epochs 2→3"]
     assert "upstream model changed" in steps["build"]["reasons"][0]
     assert "upstream image changed" in steps["systemtest"]["reasons"][0]
     assert "params: force false→true" in steps["promote"]["reasons"][0]
