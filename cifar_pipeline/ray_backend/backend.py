@@ -82,8 +82,7 @@ class RayBackend(AbstractBackend):
             submission_id = submit(
                 jobs, config, project, entry_point, params, backend_config, run, served_uri
             )
-        except BaseException as exc:
-            tracking.set_tag(run_id, names.RAY_SUBMISSION_TAG, "")
+        except BaseException as exc:  # the run must not stay RUNNING for a job that never was
             tracking.set_terminated(run_id, names.FAILED)
             if isinstance(exc, Exception) and not isinstance(exc, ExecutionException):
                 raise ExecutionException(f"Ray at {config.address} refused the job: {exc}") from exc
